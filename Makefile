@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` (the main job) and `make test` (the whole suite, as CI runs it).
+# Everything the project needs is installed from here, so a fresh machine works.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup testbeds demo test lint bench clean
+
+$(BIN)/marea: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,sim]'
+	touch $@
+
+setup: $(BIN)/marea
+
+testbeds:
+	bash testbeds/slurm.sh install
+
+demo: setup
+	bash testbeds/slurm.sh install
+	$(BIN)/marea demo
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
+
+test: setup testbeds lint
+	$(BIN)/pytest -q -ra
+
+bench: setup
+	$(BIN)/python benchmarks/planner_cycle.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache

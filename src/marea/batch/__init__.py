@@ -1,0 +1,1 @@
+"""Batch-system drivers behind one interface (`base.BatchSystem`): slurm, htcondor, kubernetes."""

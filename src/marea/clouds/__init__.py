@@ -1,0 +1,1 @@
+"""Cloud drivers behind one interface (`base.CloudDriver`): local (default), openstack, ec2."""

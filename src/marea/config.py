@@ -1,0 +1,250 @@
+"""marea.toml: the typed configuration, validated with pydantic, with errors that name file, key and problem.
+
+One file describes one elastic cluster: its identity, the policy knobs, the flavours it may boot, the cloud
+driver, the batch system and the worker user-data. Unknown keys are errors (a typo must not silently fall back
+to a default), and secrets are `SecretStr`, so they never print in a repr, a log line or an error.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from marea.model import Flavour, PolicySettings
+
+
+class ConfigError(Exception):
+    """A configuration problem, already phrased as one line for the user: `FILE: key: what is wrong`."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class ClusterSection(_Strict):
+    name: str = Field(default="marea", pattern=r"^[a-z][a-z0-9-]{0,30}$", description="cluster id, in tags")
+    #: SQLite file path, or an SQLAlchemy URL (sqlite:///..., postgresql://...)
+    state: str = "marea-state.db"
+
+
+class EngineSection(_Strict):
+    interval_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    #: where `marea run` writes its log lines (stderr when empty)
+    log_file: str = ""
+
+
+class PolicySection(_Strict):
+    min_workers: Annotated[int, Field(ge=0)] = 0
+    max_workers: Annotated[int, Field(ge=0)] = 10
+    max_parallel_boots: Annotated[int, Field(ge=1)] = 10
+    idle_threshold_s: Annotated[float, Field(ge=0)] = 300.0
+    join_timeout_s: PositiveSeconds = 600.0
+    backoff_base_s: Annotated[float, Field(ge=0)] = 30.0
+    backoff_max_s: Annotated[float, Field(ge=0)] = 1800.0
+    min_flavour: str | None = None
+
+    @model_validator(mode="after")
+    def _min_not_above_max(self) -> PolicySection:
+        if self.min_workers > self.max_workers:
+            raise ValueError(f"min_workers ({self.min_workers}) is greater than max_workers ({self.max_workers})")
+        return self
+
+
+class FlavourSection(_Strict):
+    name: str = Field(min_length=1)
+    cores: Annotated[int, Field(ge=1)]
+    memory_mb: Annotated[int, Field(ge=1)]
+    gpus: Annotated[int, Field(ge=0)] = 0
+
+
+class LocalCloudSection(_Strict):
+    """The embedded `local` driver: a VM is a process tree running the user-data in its own directory."""
+
+    base_dir: str = "marea-vms"
+    #: run each VM in its own network namespace (root only), plugged into `bridge` inside `bridge_netns`
+    netns: bool = False
+    bridge_netns: str = ""
+    bridge: str = "br0"
+    subnet: str = "10.231.0.0/24"
+    #: first host number handed out in `subnet` (addresses below are the infrastructure's)
+    first_host: Annotated[int, Field(ge=2)] = 100
+
+
+class OpenStackCloudSection(_Strict):
+    """The native OpenStack driver (openstacksdk): a cloud from clouds.yaml, or explicit settings."""
+
+    cloud: str = ""
+    auth_url: str = ""
+    auth_type: Literal["password", "v3applicationcredential", "v3oidcaccesstoken", ""] = ""
+    username: str = ""
+    password: SecretStr | None = None
+    project_name: str = ""
+    user_domain_name: str = "Default"
+    project_domain_name: str = "Default"
+    application_credential_id: str = ""
+    application_credential_secret: SecretStr | None = None
+    identity_provider: str = ""
+    protocol: str = "openid"
+    access_token: SecretStr | None = None
+    region_name: str = ""
+    image: str = ""
+    network: str = ""
+    security_groups: list[str] = []
+    key_name: str = ""
+    boot_timeout_s: PositiveSeconds = 600.0
+
+
+class Ec2CloudSection(_Strict):
+    """EC2-compatible clouds (boto3): for migration from elastiq and for clouds that only speak EC2."""
+
+    endpoint_url: str = ""
+    region_name: str = "us-east-1"
+    aws_access_key_id: str = ""
+    aws_secret_access_key: SecretStr | None = None
+    image_id: str = ""
+    key_name: str = ""
+    security_groups: list[str] = []
+    subnet_id: str = ""
+
+
+class CloudSection(_Strict):
+    driver: Literal["local", "openstack", "ec2"] = "local"
+    local: LocalCloudSection = LocalCloudSection()
+    openstack: OpenStackCloudSection = OpenStackCloudSection()
+    ec2: Ec2CloudSection = Ec2CloudSection()
+
+
+class WorkerSection(_Strict):
+    """The worker template. User-data is a script or a #cloud-config; ${MAREA_*} placeholders are filled in."""
+
+    user_data: str = ""
+    user_data_file: str = ""
+    #: extra placeholders for the user-data, available as ${MAREA_VAR_<NAME>}
+    variables: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WorkerSection:
+        if self.user_data and self.user_data_file:
+            raise ValueError("set either user_data or user_data_file, not both")
+        return self
+
+
+class SlurmSection(_Strict):
+    #: partition whose pending jobs are demand and in which workers join (Nodeset by feature)
+    partition: str = "marea"
+    #: the node feature the dynamic workers register with (the partition's Nodeset selects it)
+    feature: str = "marea"
+    #: prefix for every Slurm client command (e.g. ["nsenter", "--net=/run/netns/x"]); empty on a real master
+    command_prefix: list[str] = []
+    #: SLURM_CONF for the clients (empty: Slurm's default)
+    slurm_conf: str = ""
+    command_timeout_s: PositiveSeconds = 30.0
+
+
+class HTCondorSection(_Strict):
+    collector: str = ""
+    schedd: str = ""
+    #: constraint added to the schedd query (which idle jobs are demand)
+    job_constraint: str = "true"
+
+
+class BatchSection(_Strict):
+    system: Literal["slurm", "htcondor", "kubernetes"] = "slurm"
+    slurm: SlurmSection = SlurmSection()
+    htcondor: HTCondorSection = HTCondorSection()
+
+
+class MareaConfig(_Strict):
+    cluster: ClusterSection = ClusterSection()
+    engine: EngineSection = EngineSection()
+    policy: PolicySection = PolicySection()
+    flavours: list[FlavourSection] = Field(
+        default_factory=lambda: [FlavourSection(name="small", cores=2, memory_mb=2000)], min_length=1
+    )
+    cloud: CloudSection = CloudSection()
+    worker: WorkerSection = WorkerSection()
+    batch: BatchSection = BatchSection()
+    #: where this configuration came from; relative paths in it are relative to this directory
+    source_dir: str = Field(default=".", exclude=True)
+
+    @model_validator(mode="after")
+    def _flavours_consistent(self) -> MareaConfig:
+        names = [f.name for f in self.flavours]
+        if len(set(names)) != len(names):
+            raise ValueError(f"flavour names must be unique, got {names}")
+        if self.policy.min_flavour is not None and self.policy.min_flavour not in names:
+            raise ValueError(f"policy.min_flavour {self.policy.min_flavour!r} is not one of the flavours {names}")
+        return self
+
+    def path(self, value: str) -> Path:
+        """A path from the config, resolved against the config file's directory."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else Path(self.source_dir) / p
+
+    def state_url(self) -> str:
+        s = self.cluster.state
+        if "://" in s:
+            return s
+        return f"sqlite:///{self.path(s).resolve()}"
+
+    def policy_settings(self) -> PolicySettings:
+        p = self.policy
+        return PolicySettings(
+            flavours=tuple(Flavour(f.name, f.cores, f.memory_mb, f.gpus) for f in self.flavours),
+            min_workers=p.min_workers,
+            max_workers=p.max_workers,
+            max_parallel_boots=p.max_parallel_boots,
+            idle_threshold_s=p.idle_threshold_s,
+            join_timeout_s=p.join_timeout_s,
+            backoff_base_s=p.backoff_base_s,
+            backoff_max_s=p.backoff_max_s,
+            min_flavour=p.min_flavour,
+        )
+
+    def user_data_template(self) -> str:
+        if self.worker.user_data_file:
+            return self.path(self.worker.user_data_file).read_text()
+        return self.worker.user_data
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    return f"{loc}: {msg}"
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>", source_dir: str = ".") -> MareaConfig:
+    """Validate a parsed TOML document; raise ConfigError naming the source, the key and the problem."""
+    try:
+        return MareaConfig.model_validate({**data, "source_dir": source_dir})
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False)
+        first = _describe(errors[0])
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: {first}{more}") from None
+
+
+def load_config(path: str | Path) -> MareaConfig:
+    """Read and validate a marea.toml file."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return parse_config(data, str(p), str(p.resolve().parent))

@@ -9,16 +9,18 @@ BIN := $(VENV)/bin
 $(BIN)/marea: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,sim]'
+	$(BIN)/pip install -q -e '.[dev,sim,htcondor]'
 	touch $@
 
 setup: $(BIN)/marea
 
 testbeds:
 	bash testbeds/slurm.sh install
+	bash testbeds/htcondor.sh install
 
 demo: setup
 	bash testbeds/slurm.sh install
+	bash testbeds/htcondor.sh install
 	$(BIN)/marea demo
 
 lint: setup

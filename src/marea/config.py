@@ -148,10 +148,26 @@ class SlurmSection(_Strict):
 
 
 class HTCondorSection(_Strict):
+    """The `htcondor` batch plugin (PyPI `htcondor` bindings: htcondor2 / classad2)."""
+
+    #: collector address (host[:port]) for marea and the workers; empty: COLLECTOR_HOST of the HTCondor config
     collector: str = ""
+    #: the schedd whose idle jobs are demand (its Name); empty: every schedd the collector knows
     schedd: str = ""
     #: constraint added to the schedd query (which idle jobs are demand)
     job_constraint: str = "true"
+    #: CONDOR_CONFIG for the bindings (empty: the environment's or HTCondor's default)
+    condor_config: str = ""
+    #: network namespace to make the bindings' calls from (a test pool in a namespace); empty on a real master
+    netns: str = ""
+    #: file with the IDTOKEN workers join with (user-data placeholder ${MAREA_CONDOR_IDTOKEN}; never logged)
+    token_file: str = ""
+    #: ClassAd expressions describing a new worker, for evaluating jobs' Requirements (e.g. FileSystemDomain)
+    machine_attributes: dict[str, str] = {}
+    #: scratch disk of a worker, for RequestDisk and TARGET.Disk in Requirements
+    worker_disk_gb: Annotated[float, Field(gt=0)] = 100.0
+    #: a startd not heard from for this long is reported lost (its ads outlive it by CLASSAD_LIFETIME)
+    lost_after_s: PositiveSeconds = 120.0
 
 
 class BatchSection(_Strict):

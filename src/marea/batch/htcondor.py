@@ -1,0 +1,211 @@
+"""HTCondor through the official Python bindings (PyPI `htcondor`: `htcondor2` and `classad2`).
+
+Demand is read from the schedd: idle jobs, their RequestCpus / RequestMemory / RequestGPUs / RequestDisk
+evaluated (they may be expressions), grouped by shape. A job whose Requirements no configured flavour could
+ever satisfy (evaluated against a template machine ad per flavour) is reported as unsatisfiable and never
+boots a VM: elastiq counted every idle job and booted, idled and killed VMs for such jobs forever.
+
+Workers are read from the collector: one per startd, keyed by the name marea gave the VM (the `MareaWorker`
+attribute its user-data advertises) or by the startd's name, never by `Machine`. Scale-down drains
+gracefully (`Startd.drainJobs(DrainType.Graceful)`, as `condor_drain -graceful`): running jobs finish,
+nothing new starts; removal is accepted only once every slot is Drained/Idle, and then the worker's daemons
+are switched off so its ads leave the collector at once. A worker whose ads are gone, or no longer
+refreshed, is not waited on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from marea.batch.base import BatchError, BatchSnapshot, BatchSystem, Worker
+from marea.batch.htcondor_ads import WORKER_ATTR, Matcher, demand_from_jobs, startd_key, workers_from_slots
+from marea.batch.htcondor_netns import NamespaceRunner
+from marea.config import HTCondorSection
+from marea.model import Flavour
+
+log = logging.getLogger(__name__)
+
+#: the slot attributes a snapshot needs (projections keep collector answers small on big pools)
+SLOT_PROJECTION = [
+    "MyType", "Name", WORKER_ATTR, "SlotType", "State", "Activity", "Cpus", "Memory", "GPUs",
+    "TotalSlotCpus", "TotalSlotMemory", "TotalSlotGPUs", "Draining", "ChildState", "StartdIpAddr",
+    "MyAddress", "LastHeardFrom", "EnteredCurrentActivity",
+]  # fmt: skip
+
+
+def _bindings() -> Any:
+    """Import htcondor2 lazily: the extra `htcondor` is needed only by clusters that use this plugin."""
+    try:
+        import htcondor2
+    except ImportError:
+        raise BatchError("htcondor plugin: install the bindings: pip install 'marea[htcondor]'") from None
+    return htcondor2
+
+
+class HTCondorBatch(BatchSystem):
+    name = "htcondor"
+
+    def __init__(self, cfg: HTCondorSection, clock: Any = None) -> None:
+        import time
+
+        self.cfg = cfg
+        self.clock = clock or time.time
+        if cfg.condor_config:
+            os.environ["CONDOR_CONFIG"] = cfg.condor_config
+        self.htcondor = _bindings()
+        if cfg.condor_config:
+            self.htcondor.reload_config()
+        self.runner = NamespaceRunner(cfg.netns)
+        self._matcher: Matcher | None = None
+        self._matcher_key: tuple[Any, ...] = ()
+        self._drains_sent: dict[str, str] = {}
+
+    # -- bindings helpers (always called through self.runner) ----------------------------------------------
+    def _collector(self) -> Any:
+        return self.htcondor.Collector(self.cfg.collector or None)
+
+    def _call(self, what: str, fn: Any) -> Any:
+        """Run `fn` in the right namespace; HTCondor's exceptions become a short BatchError."""
+        try:
+            return self.runner.run(fn)
+        except BatchError:
+            raise
+        except Exception as exc:  # HTCondorException, ClassAdException, OSError from the bindings
+            raise BatchError(f"htcondor: {what} failed: {str(exc).strip()[:300]}") from None
+
+    def _schedd_ads(self, coll: Any) -> list[Any]:
+        constraint = f"Name == {_quote(self.cfg.schedd)}" if self.cfg.schedd else None
+        ads = list(coll.query(self.htcondor.AdType.Schedd, constraint=constraint))
+        if self.cfg.schedd and not ads:
+            raise BatchError(f"htcondor: schedd {self.cfg.schedd!r} is not in the collector")
+        return ads
+
+    def _worker_slots(self, coll: Any, worker: str) -> list[Any]:
+        """Full slot ads of one worker (full: Startd(ad) needs the address attributes)."""
+        by_name = _quote("@" + _regex_escape(worker) + "$")
+        constraint = f"{WORKER_ATTR} == {_quote(worker)} || regexp({by_name}, Name)"
+        slots = coll.query(self.htcondor.AdType.Startd, constraint=constraint)
+        return [s for s in slots if startd_key(s) == worker]
+
+    # -- the interface -------------------------------------------------------------------------------------
+    def matcher(self, flavours: tuple[Flavour, ...], pool: dict[str, str] | None = None) -> Matcher:
+        """The template machine ads: HTCondor's version as the pool runs it (jobs submitted by recent tools
+        test TARGET.CondorVersion), overridden by the admin's `machine_attributes`."""
+        attributes = {**(pool or {}), **self.cfg.machine_attributes}
+        key = (flavours, tuple(sorted(attributes.items())))
+        if self._matcher is None or self._matcher_key != key:
+            disk_kb = self.cfg.worker_disk_gb * 1024 * 1024
+            self._matcher = Matcher(flavours, attributes, disk_kb)
+            self._matcher_key = key
+        return self._matcher
+
+    def snapshot(self, flavours: tuple[Flavour, ...]) -> BatchSnapshot:
+        htcondor = self.htcondor
+        job_constraint = f"JobStatus == 1 && ({self.cfg.job_constraint})"
+
+        def read() -> tuple[list[Any], list[Any], dict[str, str]]:
+            coll = self._collector()
+            jobs: list[Any] = []
+            pool: dict[str, str] = {}
+            for ad in self._schedd_ads(coll):
+                if isinstance(ad.get("CondorVersion"), str):
+                    pool.setdefault("CondorVersion", _quote(ad["CondorVersion"]))
+                jobs.extend(htcondor.Schedd(ad).query(constraint=job_constraint))
+            slots = list(coll.query(htcondor.AdType.Startd, projection=SLOT_PROJECTION))
+            return jobs, slots, pool
+
+        jobs, slots, pool = self._call("reading the queue and the pool", read)
+        demand = demand_from_jobs(jobs, self.matcher(flavours, pool))
+        workers = workers_from_slots(slots, self.clock(), self.cfg.lost_after_s)
+        return BatchSnapshot(demand.groups, demand.unsatisfiable, workers, demand.queued)
+
+    def drain(self, worker: str, reason: str) -> None:
+        htcondor = self.htcondor
+
+        def send() -> str:
+            slots = self._worker_slots(self._collector(), worker)
+            if not slots:
+                return "absent from the collector: nothing to drain"
+            if any(s.get("Draining") is True or s.get("State") == "Drained" for s in slots):
+                return "already draining"
+            try:
+                startd = htcondor.Startd(slots[0])
+                request = startd.drainJobs(htcondor.DrainType.Graceful, reason=reason[:200])
+            except Exception:
+                # The startd refuses a second drain ("Draining already in progress") and the bindings do not
+                # say why; the collector may not show the first one yet (it lags by up to UPDATE_INTERVAL).
+                if worker in self._drains_sent:
+                    return "already draining (sent earlier)"
+                raise
+            self._drains_sent[worker] = str(request)
+            return f"graceful drain sent (request {request})"
+
+        outcome = self._call(f"drain of {worker}", send)
+        log.info("htcondor: %s: %s (%s)", worker, outcome, reason)
+
+    def remove(self, worker: str) -> bool:
+        now = self.clock()
+
+        def check() -> bool:
+            coll = self._collector()
+            slots = self._worker_slots(coll, worker)
+            if not slots:
+                return True  # never joined, or already gone from the collector
+            state = workers_from_slots(slots, now, self.cfg.lost_after_s)[worker]
+            if state.lost:
+                log.warning(
+                    "htcondor: %s is lost (silent for %.0f s): removing", worker, self.cfg.lost_after_s
+                )
+                return True
+            if not state.drained:
+                return False
+            self._switch_off(coll, worker)
+            return True
+
+        return bool(self._call(f"removal of {worker}", check))
+
+    def _switch_off(self, coll: Any, worker: str) -> None:
+        """Stop the drained worker's daemons, so that its ads leave the collector now rather than after
+        CLASSAD_LIFETIME; best effort, because the VM is deleted next anyway."""
+        htcondor = self.htcondor
+        constraint = f"{WORKER_ATTR} == {_quote(worker)}"
+        try:
+            for master in coll.query(htcondor.AdType.Master, constraint=constraint):
+                htcondor.send_command(master, htcondor.DaemonCommand.DaemonsOffPeaceful)
+        except Exception as exc:
+            log.info("htcondor: %s: daemons not switched off (%s); the VM is deleted anyway", worker, exc)
+
+    def join_variables(self) -> dict[str, str]:
+        """The collector and the IDTOKEN, for the worker user-data (the token is a secret: never logged)."""
+        variables = {"MAREA_CONDOR_HOST": self.cfg.collector or self._param("COLLECTOR_HOST")}
+        if self.cfg.token_file:
+            try:
+                variables["MAREA_CONDOR_IDTOKEN"] = Path(self.cfg.token_file).read_text().strip()
+            except OSError as exc:
+                what = f"htcondor: cannot read token_file {self.cfg.token_file}"
+                raise BatchError(f"{what}: {exc.strerror}") from None
+        return variables
+
+    def _param(self, name: str) -> str:
+        try:
+            return str(self.htcondor.param[name])
+        except KeyError:
+            return ""
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def _quote(value: str) -> str:
+    """A ClassAd string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _regex_escape(value: str) -> str:
+    return "".join("\\" + c if c in r".^$*+?()[]{}|\\" else c for c in value)
+
+
+__all__ = ["HTCondorBatch", "Worker"]

@@ -70,10 +70,15 @@ def parse_demand(squeue: dict[str, Any], partition: str) -> tuple[tuple[DemandGr
     oldest: dict[Resources, float] = {}
     queued = 0
     for job in squeue.get("jobs", []):
-        if str(job.get("job_state", "")).upper() != "PENDING" or partition not in _partitions(job):
+        state = job.get("job_state", "")
+        states = {str(x).upper() for x in state} if isinstance(state, list) else {str(state).upper()}
+        if "PENDING" not in states or partition not in _partitions(job):
             continue
         queued += 1
         if str(job.get("state_reason", "None")) not in DEMAND_REASONS:
+            continue
+        # Slurm reports PartitionConfig before Dependency or a hold while no node exists: look at both.
+        if job.get("dependency") or _int(job.get("priority"), 1) == 0:
             continue
         request, nodes = job_node_request(job)
         shapes[request] += nodes

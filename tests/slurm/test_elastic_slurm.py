@@ -157,3 +157,48 @@ def test_worker_whose_user_data_fails_is_a_failed_boot_with_backoff(slurm: Slurm
     assert code == 0
     slurm.client("scancel", "-p", "marea")
     assert leftover_vm_namespaces("fb") == []
+
+
+def test_lost_store_restart_adopts_owned_vms_and_never_touches_foreign_ones(
+    slurm: SlurmTestbed, tmp_path: Path
+) -> None:
+    """The state database is lost while workers run jobs: the new engine adopts every VM tagged with its
+    cluster (by tag, not by address), boots nothing for the work they already carry, and a VM of another
+    cluster in the same cloud is never touched."""
+    from marea.clouds.base import TAG_CLUSTER, TAG_INSTANCE, VMSpec
+    from marea.model import Flavour
+
+    cfg_path = write_demo_config(tmp_path, slurm, cluster="ad", max_workers=2, idle_threshold_s=2, interval_s=1)
+    cfg = load_config(cfg_path)
+    cloud = LocalCloud(cfg.path("vms"))
+    foreign = cloud.create(
+        VMSpec("other-1", "other-1", Flavour("x", 1, 1), "#!/bin/sh\nsleep 600\n", {TAG_CLUSTER: "other",
+               TAG_INSTANCE: "other-1"})
+    )  # fmt: skip
+    engine = EngineProcess(cfg_path)
+    engine.start()
+    try:
+        ids = submit_jobs(slurm, 2, 20, cores=2)
+        store = Store(cfg.state_url(), cfg.cluster.name)
+        wait_until("2 busy workers", lambda: sum(r.state is InstanceState.BUSY for r in store.live_instances()) == 2,
+                   90)  # fmt: skip
+        first = {r.id for r in store.live_instances()}
+        store.close()
+        assert engine.stop() == 0
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{cfg.path('state.db')}{suffix}").unlink(missing_ok=True)
+        engine = EngineProcess(cfg_path)
+        engine.start()
+        store = Store(cfg.state_url(), cfg.cluster.name)
+        wait_until("adoption", lambda: {d.instance_id for d in store.recent_decisions(100) if d.kind == "adopt"}
+                   == first, 30)  # fmt: skip
+        wait_until("every job done", lambda: _all_done(slurm, ids), 120)
+        wait_until("the cluster back at 0", lambda: store.live_instances() == [], 90)
+        assert not [d for d in store.recent_decisions(1000) if d.kind == "boot"], "booted although adopted"
+        _no_job_ran_on_a_deleted_worker(slurm, ids, store)
+    finally:
+        engine.stop()
+        cleanup_vms(cfg.path("vms"), "ad")
+    (still,) = cloud.list_owned("other")
+    assert still.cloud_id == foreign.cloud_id and still.status.value == "active"
+    cloud.delete(still)

@@ -310,8 +310,8 @@ def sinful_host(sinful: str | None) -> str | None:
     """`<10.232.0.11:9618?addrs=...>` -> `10.232.0.11`."""
     if not sinful:
         return None
-    m = re.match(r"<\[?([^\]>]+?)\]?:\d+", sinful)
-    return m.group(1) if m else None
+    m = re.match(r"<(?:\[([^\]]+)\]|([^:>]+)):\d+", sinful)
+    return (m.group(1) or m.group(2)) if m else None
 
 
 def _slot_resources(slot: classad2.ClassAd, prefix: str = "") -> Resources:

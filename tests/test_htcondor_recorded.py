@@ -137,7 +137,10 @@ def test_a_job_whose_requirements_exclude_the_first_fitting_flavour_asks_for_one
 
 # -- workers ------------------------------------------------------------------------------------------------------
 def test_partitionable_slot_with_dynamic_children_23_9_json_and_long_agree() -> None:
-    for name in ("condor_status-json-running-pslot-dslots-23.9.6.json", "condor_status-long-running-pslot-dslots-23.9.6.ads"):
+    for name in (
+        "condor_status-json-running-pslot-dslots-23.9.6.json",
+        "condor_status-long-running-pslot-dslots-23.9.6.ads",
+    ):
         ws = workers(name)
         w1 = ws["w1.condor.test"]
         assert w1.total == Resources(2.0, 2000.0, 0)

@@ -1,0 +1,198 @@
+"""The real HTCondor 23.9 testbed (testbeds/htcondor.sh): one central manager + schedd for the whole session,
+in network namespace marea-condor; worker "VMs" in their own namespaces run marea's worker user-data.
+
+The bindings (PyPI htcondor 25.x) talk to the 23.9 daemons from inside the manager's namespace, through the
+same NamespaceRunner the plugin uses. Jobs are submitted as the unprivileged user `tester` (the schedd refuses
+root's jobs).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import string
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "testbeds" / "htcondor.sh"
+NS = "marea-condor"
+SUBNET = "10.232.0"
+
+pytestmark = pytest.mark.htcondor
+
+
+def wait_until(what: str, cond: Callable[[], Any], timeout: float, step: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@dataclass
+class CondorTestbed:
+    env: dict[str, str]
+    runner: Any = None
+    vms: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def client_conf(self) -> str:
+        return self.env["CONDOR_CONFIG"]
+
+    def script(self, *args: str, check: bool = True) -> str:
+        proc = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=180)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"testbeds/htcondor.sh {args[0]} failed: {proc.stderr[-600:]}")
+        return proc.stdout
+
+    def call(self, fn: Callable[[Any], Any]) -> Any:
+        """fn(htcondor2) in the manager's network namespace."""
+        import htcondor2
+
+        return self.runner.run(lambda: fn(htcondor2))
+
+    def schedd(self, h: Any) -> Any:
+        return h.Schedd(h.Collector(f"{SUBNET}.1").query(h.AdType.Schedd)[0])
+
+    def submit(self, n: int, seconds: float, *, cpus: int = 1, memory: int = 100, batch: str = "t",
+               requirements: str | None = None) -> list[str]:  # fmt: skip
+        desc = {
+            "executable": "/bin/sleep",
+            "arguments": str(seconds),
+            "request_cpus": str(cpus),
+            "request_memory": str(memory),
+            "request_disk": "1000",
+            "should_transfer_files": "NO",
+            "initialdir": "/tmp",
+            "batch_name": batch,
+        }
+        if requirements:
+            desc["requirements"] = requirements
+
+        def go(h: Any) -> list[str]:
+            result = self.schedd(h).submit(h.Submit(desc), count=n)
+            return [f"{result.cluster()}.{i}" for i in range(n)]
+
+        ids: list[str] = self.call(go)
+        return ids
+
+    def jobs(self, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Queue and history ads of these jobs (history wins: it is final)."""
+        clusters = sorted({i.split(".")[0] for i in ids})
+        constraint = " || ".join(f"ClusterId == {c}" for c in clusters)
+        proj = ["ClusterId", "ProcId", "JobStatus", "NumJobStarts", "ExitCode", "LastRemoteHost", "RemoteHost",
+                "JobStartDate", "CompletionDate", "JobCurrentStartDate"]  # fmt: skip
+
+        def go(h: Any) -> dict[str, dict[str, Any]]:
+            s = self.schedd(h)
+            out = {}
+            for ad in list(s.query(constraint=constraint, projection=proj)) + list(
+                s.history(constraint=constraint, projection=proj)
+            ):
+                out[f"{ad['ClusterId']}.{ad['ProcId']}"] = {k: ad.get(k) for k in proj}
+            return out
+
+        found: dict[str, dict[str, Any]] = self.call(go)
+        return {i: found[i] for i in ids if i in found}
+
+    def remove_jobs(self, constraint: str = "true") -> None:
+        def go(h: Any) -> None:
+            self.schedd(h).act(h.JobAction.Remove, constraint)
+
+        self.call(go)
+
+    def slots(self, constraint: str = "true") -> list[Any]:
+        def go(h: Any) -> list[Any]:
+            return list(h.Collector(f"{SUBNET}.1").query(h.AdType.Startd, constraint=constraint))
+
+        slots: list[Any] = self.call(go)
+        return slots
+
+    # -- worker VMs started by hand (the engine tests use the local cloud driver instead) --------------------------
+    def start_vm(self, name: str, host: int, *, cores: int = 2, memory: int = 2000, token: str | None = None) -> Path:
+        """A worker VM like the local driver's: own netns marea-condor-NAME on br0, the rendered user-data."""
+        from marea.templates import worker_template
+
+        ns, veth = f"{NS}-{name}", f"mcv-{name}"
+        vm_dir = Path(self.env["VM_ROOT"]) / name
+        shutil.rmtree(vm_dir, ignore_errors=True)
+        vm_dir.mkdir(parents=True)
+        variables = {
+            "MAREA_NAME": name, "MAREA_CORES": str(cores), "MAREA_MEMORY_MB": str(memory), "MAREA_GPUS": "0",
+            "MAREA_CONDOR_HOST": f"{SUBNET}.1",
+            "MAREA_CONDOR_IDTOKEN": token if token is not None else Path(self.env["MAREA_CONDOR_TOKEN_FILE"]).read_text().strip(),
+            "MAREA_VAR_CONDOR_ROOTFS": self.env["MAREA_CONDOR_ROOTFS"],
+            "MAREA_VAR_CONDOR_INCLUDE": "/etc/marea-condor/common.conf",
+        }  # fmt: skip
+        ud = vm_dir / "user-data"
+        ud.write_text(string.Template(worker_template("htcondor-worker.sh")).safe_substitute(variables))
+        ud.chmod(0o700)
+        for cmd in (
+            ["ip", "netns", "add", ns],
+            ["ip", "-n", ns, "link", "set", "lo", "up"],
+            ["ip", "link", "add", veth, "netns", NS, "type", "veth", "peer", "name", "eth0", "netns", ns],
+            ["ip", "-n", NS, "link", "set", veth, "master", "br0", "up"],
+            ["ip", "-n", ns, "addr", "add", f"{SUBNET}.{host}/24", "dev", "eth0"],
+            ["ip", "-n", ns, "link", "set", "eth0", "up"],
+        ):
+            subprocess.run(cmd, check=True, capture_output=True)
+        with open(vm_dir / "console.log", "ab") as console:
+            subprocess.Popen(
+                ["nsenter", f"--net=/run/netns/{ns}", "/bin/sh", "-c", '"$1"; exec sleep infinity', "boot", str(ud)],
+                cwd=vm_dir, env={"PATH": os.environ["PATH"], "MAREA_VM_DIR": str(vm_dir)}, stdout=console,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+        self.vms[name] = vm_dir
+        return vm_dir
+
+    def power_off(self, name: str) -> None:
+        """SIGKILL every process of the VM (found by network namespace membership), delete its namespace."""
+        ns = f"{NS}-{name}"
+        if not Path(f"/run/netns/{ns}").exists():
+            return
+        pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.2)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        self.vms.pop(name, None)
+
+
+@pytest.fixture(scope="session")
+def condor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CondorTestbed]:
+    if os.geteuid() != 0:
+        pytest.fail("the HTCondor tests need root (network namespaces, chroot)")
+    probe = subprocess.run(["bash", str(SCRIPT), "env"], capture_output=True, text=True)
+    env = dict(line.split("=", 1) for line in probe.stdout.split())
+    if not Path(env["MAREA_CONDOR_ROOTFS"], "usr/sbin/condor_master").exists():
+        pytest.fail("the HTCondor testbed is not installed: run `bash testbeds/htcondor.sh install` (make testbeds)")
+    env["VM_ROOT"] = str(tmp_path_factory.mktemp("condor-vms"))
+    tb = CondorTestbed(env)
+    tb.script("stop", check=False)
+    tb.script("start")
+    os.environ["CONDOR_CONFIG"] = env["CONDOR_CONFIG"]
+    import htcondor2
+
+    from marea.batch.htcondor_netns import NamespaceRunner
+
+    htcondor2.reload_config()
+    tb.runner = NamespaceRunner(NS)
+    try:
+        yield tb
+    finally:
+        for name in list(tb.vms):
+            tb.power_off(name)
+        tb.runner.close()
+        tb.script("stop", check=False)

@@ -1,0 +1,155 @@
+"""The htcondor batch plugin against a REAL HTCondor 23.9.6 pool (testbeds/htcondor.sh), through the PyPI
+bindings: workers joining with the IDTOKEN from marea's worker user-data, demand and unsatisfiable jobs, the
+graceful drain, and a worker that vanishes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from marea.batch.htcondor import HTCondorBatch
+from marea.config import HTCondorSection
+from marea.model import Flavour, Resources
+from tests.htcondor.conftest import NS, SUBNET, CondorTestbed, wait_until
+
+pytestmark = pytest.mark.htcondor
+
+SMALL, BIG = Flavour("small", 2, 2000), Flavour("big", 4, 8000)
+POOL_ATTRS = {"FileSystemDomain": '"condor.test"', "UidDomain": '"condor.test"'}
+
+
+def plugin(condor: CondorTestbed, batch: str = "", lost_after_s: float = 120) -> HTCondorBatch:
+    return HTCondorBatch(
+        HTCondorSection(
+            collector=f"{SUBNET}.1",
+            netns=NS,
+            condor_config=condor.client_conf,
+            token_file=condor.env["MAREA_CONDOR_TOKEN_FILE"],
+            machine_attributes=POOL_ATTRS,
+            job_constraint=f'JobBatchName == "{batch}"' if batch else "true",
+            lost_after_s=lost_after_s,
+        )
+    )
+
+
+def test_join_variables_carry_the_token_and_never_show_it_in_errors(condor: CondorTestbed) -> None:
+    b = plugin(condor)
+    try:
+        variables = b.join_variables()
+        token = open(condor.env["MAREA_CONDOR_TOKEN_FILE"]).read().strip()
+        assert variables == {"MAREA_CONDOR_HOST": f"{SUBNET}.1", "MAREA_CONDOR_IDTOKEN": token}
+        assert token.count(".") == 2  # a JWT
+    finally:
+        b.close()
+
+
+def test_worker_joins_with_the_idtoken_keyed_by_its_vm_name_and_a_forged_token_is_refused(
+    condor: CondorTestbed,
+) -> None:
+    b = plugin(condor)
+    try:
+        condor.start_vm("lj1", 51, cores=2, memory=1500)
+        token = open(condor.env["MAREA_CONDOR_TOKEN_FILE"]).read().strip()
+        head, body, _sig = token.split(".")
+        condor.start_vm("lbad", 52, token=f"{head}.{body}.{'A' * 43}")
+        w = wait_until("lj1 in the pool", lambda: b.snapshot((SMALL,)).workers.get("lj1"), 30)
+        assert w.total == Resources(2.0, 1500.0, 0) and w.free == w.total
+        assert not (w.busy or w.draining or w.drained or w.lost)
+        assert w.address == f"{SUBNET}.51"
+        [slot] = condor.slots('MareaWorker == "lj1"')
+        assert slot["AuthenticationMethod"] == "IDTOKENS"
+        assert slot["Machine"] == "lj1"
+        time.sleep(6)  # longer than one UPDATE_INTERVAL: the forged worker had its chance to advertise
+        assert "lbad" not in b.snapshot((SMALL,)).workers
+        assert condor.slots('MareaWorker == "lbad"') == []
+        # the token is never echoed by the user-data
+        console = (condor.vms["lj1"] / "console.log").read_text()
+        assert token not in console and "joining HTCondor" in console
+    finally:
+        condor.power_off("lbad")
+        condor.power_off("lj1")
+        b.close()
+
+
+def test_demand_groups_big_jobs_and_reports_unsatisfiable_ones_with_their_reason(condor: CondorTestbed) -> None:
+    b = plugin(condor, batch="dem")
+    try:
+        ones = condor.submit(3, 60, cpus=1, memory=100, batch="dem")
+        bigs = condor.submit(2, 60, cpus=4, memory=6000, batch="dem")
+        never = condor.submit(1, 60, batch="dem", requirements="TARGET.HasQuantumDrive =?= true")
+        huge = condor.submit(1, 60, cpus=64, batch="dem")
+        snap = b.snapshot((SMALL, BIG))
+        shapes = {(g.request.cores, g.request.memory_mb): g.count for g in snap.demand}
+        assert shapes == {(1.0, 100.0): 3, (4.0, 6000.0): 2}
+        assert all(g.oldest_submit_time and g.oldest_submit_time > 1e9 for g in snap.demand)
+        reasons = {u.job_ids: u.reason for u in snap.unsatisfiable}
+        assert set(reasons) == {tuple(never), tuple(huge)}
+        assert "HasQuantumDrive" in reasons[tuple(never)] and "(small, big)" in reasons[tuple(never)]
+        assert "more than any flavour" in reasons[tuple(huge)]
+        assert snap.queued_jobs == 7
+        assert not set(ones + bigs) & {j for u in snap.unsatisfiable for j in u.job_ids}
+        # with only the small flavour the 4-core jobs cannot run either
+        small_only = b.snapshot((SMALL,))
+        assert {g.request.cores for g in small_only.demand} == {1.0}
+        assert len(small_only.unsatisfiable) == 3
+    finally:
+        condor.remove_jobs('JobBatchName == "dem"')
+        b.close()
+
+
+def test_graceful_drain_lets_the_job_finish_and_removal_waits_for_drained_idle(condor: CondorTestbed) -> None:
+    b = plugin(condor, batch="drn")
+    try:
+        condor.start_vm("ld1", 53)
+        wait_until("ld1 in the pool", lambda: "ld1" in b.snapshot((SMALL,)).workers, 30)
+        [job] = condor.submit(1, 8, batch="drn", requirements='MareaWorker == "ld1"')
+        wait_until("the job running", lambda: condor.jobs([job])[job]["JobStatus"] == 2, 30)
+        assert b.remove("ld1") is False  # never removed while work runs, drained or not
+        b.drain("ld1", "test: scale down")
+        b.drain("ld1", "test: scale down")  # idempotent, even before the collector shows the first one
+        w = wait_until("ld1 draining", lambda: (w := b.snapshot((SMALL,)).workers["ld1"]).draining and w, 15)
+        assert w.busy and not w.drained
+        assert b.remove("ld1") is False
+        done = wait_until("ld1 drained", lambda: (w := b.snapshot((SMALL,)).workers.get("ld1")) and w.drained and w, 40)
+        assert not done.busy
+        info = condor.jobs([job])[job]
+        assert (info["JobStatus"], info["ExitCode"], info["NumJobStarts"]) == (4, 0, 1)
+        assert str(info["LastRemoteHost"]).endswith("@ld1")
+        assert b.remove("ld1") is True
+        # its daemons were switched off: the ads leave the collector without waiting for CLASSAD_LIFETIME
+        wait_until("ld1 gone from the collector", lambda: "ld1" not in b.snapshot((SMALL,)).workers, 20)
+        assert b.remove("ld1") is True  # unknown: nothing to wait for
+    finally:
+        condor.remove_jobs('JobBatchName == "drn"')
+        condor.power_off("ld1")
+        b.close()
+
+
+def test_a_vanished_worker_is_reported_lost_and_removal_does_not_wait_for_it(condor: CondorTestbed) -> None:
+    b = plugin(condor, lost_after_s=8)
+    try:
+        condor.start_vm("lv1", 54)
+        wait_until("lv1 in the pool", lambda: "lv1" in b.snapshot((SMALL,)).workers, 30)
+        b.drain("lv1", "test")
+        condor.power_off("lv1")  # the VM dies: its ads stay in the collector for CLASSAD_LIFETIME
+        assert "lv1" in b.snapshot((SMALL,)).workers
+        w = wait_until("lv1 lost", lambda: (w := b.snapshot((SMALL,)).workers.get("lv1")) and w.lost and w, 25)
+        assert w.name == "lv1"
+        assert b.remove("lv1") is True
+    finally:
+        condor.power_off("lv1")
+        b.close()
+
+
+def test_bad_netns_and_bad_collector_give_short_errors(condor: CondorTestbed) -> None:
+    from marea.batch.base import BatchError
+
+    with pytest.raises(BatchError, match="does not exist"):
+        HTCondorBatch(HTCondorSection(netns="marea-condor-nope", condor_config=condor.client_conf))
+    b = HTCondorBatch(HTCondorSection(collector=f"{SUBNET}.250", netns=NS, condor_config=condor.client_conf))
+    try:
+        with pytest.raises(BatchError, match="htcondor: reading the queue and the pool failed"):
+            b.snapshot((SMALL,))
+    finally:
+        b.close()

@@ -8,6 +8,7 @@ root's jobs).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import string
@@ -117,6 +118,9 @@ class CondorTestbed:
         slots: list[Any] = self.call(go)
         return slots
 
+    def token(self) -> str:
+        return Path(self.env["MAREA_CONDOR_TOKEN_FILE"]).read_text().strip()
+
     # -- worker VMs started by hand (the engine tests use the local cloud driver instead) --------------------------
     def start_vm(self, name: str, host: int, *, cores: int = 2, memory: int = 2000, token: str | None = None) -> Path:
         """A worker VM like the local driver's: own netns marea-condor-NAME on br0, the rendered user-data."""
@@ -129,7 +133,7 @@ class CondorTestbed:
         variables = {
             "MAREA_NAME": name, "MAREA_CORES": str(cores), "MAREA_MEMORY_MB": str(memory), "MAREA_GPUS": "0",
             "MAREA_CONDOR_HOST": f"{SUBNET}.1",
-            "MAREA_CONDOR_IDTOKEN": token if token is not None else Path(self.env["MAREA_CONDOR_TOKEN_FILE"]).read_text().strip(),
+            "MAREA_CONDOR_IDTOKEN": token if token is not None else self.token(),
             "MAREA_VAR_CONDOR_ROOTFS": self.env["MAREA_CONDOR_ROOTFS"],
             "MAREA_VAR_CONDOR_INCLUDE": "/etc/marea-condor/common.conf",
         }  # fmt: skip
@@ -161,10 +165,8 @@ class CondorTestbed:
             return
         pids = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(pid), 9)
-            except ProcessLookupError:
-                pass
         time.sleep(0.2)
         subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         self.vms.pop(name, None)

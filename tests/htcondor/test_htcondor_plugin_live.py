@@ -37,7 +37,7 @@ def test_join_variables_carry_the_token_and_never_show_it_in_errors(condor: Cond
     b = plugin(condor)
     try:
         variables = b.join_variables()
-        token = open(condor.env["MAREA_CONDOR_TOKEN_FILE"]).read().strip()
+        token = condor.token()
         assert variables == {"MAREA_CONDOR_HOST": f"{SUBNET}.1", "MAREA_CONDOR_IDTOKEN": token}
         assert token.count(".") == 2  # a JWT
     finally:
@@ -50,7 +50,7 @@ def test_worker_joins_with_the_idtoken_keyed_by_its_vm_name_and_a_forged_token_i
     b = plugin(condor)
     try:
         condor.start_vm("lj1", 51, cores=2, memory=1500)
-        token = open(condor.env["MAREA_CONDOR_TOKEN_FILE"]).read().strip()
+        token = condor.token()
         head, body, _sig = token.split(".")
         condor.start_vm("lbad", 52, token=f"{head}.{body}.{'A' * 43}")
         w = wait_until("lj1 in the pool", lambda: b.snapshot((SMALL,)).workers.get("lj1"), 30)

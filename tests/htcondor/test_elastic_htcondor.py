@@ -1,0 +1,170 @@
+"""The elastic engine end to end on a REAL HTCondor 23.9.6 pool, with the local cloud driver.
+
+`marea run` runs as a child process, as an admin runs it; each worker "VM" of the local driver is a startd-only
+condor_master in its own network namespace on the pool's bridge, started by marea's htcondor-worker user-data
+and joining the collector with the pool's IDTOKEN. The plugin reads demand and workers through the PyPI
+bindings from inside the manager's namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from marea.clouds.local import LocalCloud
+from marea.config import load_config
+from marea.demo import EngineProcess
+from marea.engine.store import Store
+from marea.templates import worker_template
+from tests.conftest import run_cli
+from tests.htcondor.conftest import NS, SUBNET, CondorTestbed, wait_until
+
+pytestmark = pytest.mark.htcondor
+
+
+def write_config(tmp: Path, condor: CondorTestbed, cluster: str, *, max_workers: int, idle_s: float) -> Path:
+    (tmp / "worker.sh").write_text(worker_template("htcondor-worker.sh"))
+    cfg = tmp / "marea.toml"
+    cfg.write_text(
+        f"""
+[cluster]
+name = "{cluster}"
+state = "state.db"
+
+[engine]
+interval_s = 1
+log_file = "engine.log"
+
+[policy]
+min_workers = 0
+max_workers = {max_workers}
+max_parallel_boots = {max_workers}
+idle_threshold_s = {idle_s}
+join_timeout_s = 60
+
+[[flavours]]
+name = "c2"
+cores = 2
+memory_mb = 2000
+
+[[flavours]]
+name = "c4"
+cores = 4
+memory_mb = 8000
+
+[cloud]
+driver = "local"
+
+[cloud.local]
+base_dir = "vms"
+netns = true
+bridge_netns = "{NS}"
+bridge = "br0"
+subnet = "{SUBNET}.0/24"
+first_host = 100
+
+[worker]
+user_data_file = "worker.sh"
+
+[worker.variables]
+condor_rootfs = "{condor.env["MAREA_CONDOR_ROOTFS"]}"
+condor_include = "/etc/marea-condor/common.conf"
+
+[batch]
+system = "htcondor"
+
+[batch.htcondor]
+collector = "{SUBNET}.1"
+netns = "{NS}"
+condor_config = "{condor.client_conf}"
+token_file = "{condor.env["MAREA_CONDOR_TOKEN_FILE"]}"
+job_constraint = 'JobBatchName == "{cluster}"'
+lost_after_s = 60
+
+[batch.htcondor.machine_attributes]
+FileSystemDomain = '"condor.test"'
+UidDomain = '"condor.test"'
+"""
+    )
+    return cfg
+
+
+def cleanup(cfg_path: Path, cluster: str) -> list[Any]:
+    cloud = LocalCloud(load_config(cfg_path).path("vms"))
+    leftover = cloud.list_owned(cluster)
+    for vm in leftover:
+        cloud.delete(vm)
+    return leftover
+
+
+def leftover_namespaces(cluster: str) -> list[str]:
+    return sorted(p.name for p in Path("/run/netns").iterdir() if p.name.startswith(f"mvm-{cluster}-"))
+
+
+def test_big_jobs_get_big_flavours_unsatisfiable_boots_nothing_drain_first(
+    condor: CondorTestbed, tmp_path: Path
+) -> None:
+    """2 jobs of 4 cores / 6000 MiB among 1-core jobs, plus one job no flavour satisfies. The 4-core jobs run on
+    c4 VMs (bin-packing in cores and memory), every satisfiable job completes exactly once, the unsatisfiable
+    one boots nothing and its reason is shown; workers are drained before deletion and no job is running on a
+    worker when it is deleted; the cluster ends at 0 with no VM left."""
+    cluster = "hce"
+    cfg_path = write_config(tmp_path, condor, cluster, max_workers=4, idle_s=3)
+    cfg = load_config(cfg_path)
+    store = Store(cfg.state_url(), cluster)
+    engine = EngineProcess(cfg_path)
+    never = condor.submit(1, 5, batch=cluster, requirements="TARGET.HasQuantumDrive =?= true")
+    engine.start()
+    try:
+        big = condor.submit(2, 12, cpus=4, memory=6000, batch=cluster)
+        small = condor.submit(4, 6, cpus=1, memory=100, batch=cluster)
+        ids = big + small
+        wait_until("a drain", lambda: any(d.kind == "drain" for d in store.recent_decisions(1000)), 120)
+        ids += condor.submit(2, 4, cpus=1, memory=100, batch=cluster)  # a second wave while workers drain
+        wait_until("every satisfiable job done", lambda: all(j["JobStatus"] == 4 for j in condor.jobs(ids).values())
+                   and len(condor.jobs(ids)) == len(ids), 240, step=1)  # fmt: skip
+        wait_until("the cluster back at 0", lambda: store.live_instances() == [], 120)
+
+        jobs = condor.jobs(ids)
+        flavour_of = {r.id: r.flavour for r in store.all_instances()}
+        for jid in big:
+            host = str(jobs[jid]["LastRemoteHost"]).split("@", 1)[1]
+            assert flavour_of[host] == "c4", (jid, host, flavour_of)
+        for jid, j in jobs.items():
+            assert (j["ExitCode"], j["NumJobStarts"]) == (0, 1), (jid, j)
+        # drain first: every delete comes after a drain of the same worker, and no job ran there at that time
+        decisions = store.recent_decisions(10_000)
+        for d in decisions:
+            if d.kind != "delete":
+                continue
+            drains = [x for x in decisions if x.kind == "drain" and x.instance_id == d.instance_id and x.at <= d.at]
+            assert drains, f"{d.instance_id} deleted without a drain"
+            for jid, j in jobs.items():
+                if str(j["LastRemoteHost"]).endswith("@" + str(d.instance_id)):
+                    assert not (j["JobCurrentStartDate"] <= d.at < j["CompletionDate"]), f"{jid} ran at delete"
+        boots = sum(d.count for d in decisions if d.kind == "boot")
+        assert 3 <= boots <= 6, boots  # 2 x c4, 1-2 x c2, maybe 1-2 for the second wave; none for `never`
+        # the unsatisfiable job is still idle and boots nothing, cycle after cycle; its reason is shown
+        time.sleep(4)
+        assert sum(d.count for d in store.recent_decisions(10_000) if d.kind == "boot") == boots
+        assert store.live_instances() == []
+        assert condor.jobs(never)[never[0]]["JobStatus"] == 1
+        report = json.loads(run_cli("status", "-c", str(cfg_path), "--json").stdout)
+        [unsat] = report["unsatisfiable"]
+        assert unsat["jobs"] == never and "HasQuantumDrive" in unsat["reason"]
+        explain = run_cli("status", "-c", str(cfg_path), "--explain")
+        assert explain.returncode == 0 and "HasQuantumDrive" in " ".join(explain.stdout.split())
+    finally:
+        code = engine.stop()
+        condor.remove_jobs(f'JobBatchName == "{cluster}"')
+        leftover = cleanup(cfg_path, cluster)
+        store.close()
+    assert code == 0
+    assert leftover == []
+    assert leftover_namespaces(cluster) == []
+    log = (tmp_path / "engine.log").read_text()
+    assert condor.token() not in log and condor.token() not in (tmp_path / "engine.stdout").read_text()

@@ -231,3 +231,16 @@ def test_marea_worker_attribute_is_the_key_and_sinful_addresses_parse() -> None:
     assert sinful_host("<10.232.0.11:9618?addrs=10.232.0.11-9618&alias=w1>") == "10.232.0.11"
     assert sinful_host("<[2001:db8::1]:9618>") == "2001:db8::1"
     assert sinful_host(None) is None
+
+
+def test_a_job_the_schedd_runs_makes_its_worker_busy_before_the_collector_knows() -> None:
+    """The slot ads lag by UPDATE_INTERVAL: the schedd's RemoteHost of a running job is the earlier witness."""
+    [slot] = ads("pypi-drain-slotads-1.json")  # w1, Unclaimed/Idle, no child
+    assert not workers_from_slots([slot], 2e9, FAR_FUTURE_LOST)["w1.condor.test"].busy
+    w = workers_from_slots([slot], 2e9, FAR_FUTURE_LOST, running_on=["slot1_1@w1.condor.test"])["w1.condor.test"]
+    assert w.busy and not w.drained
+    other = workers_from_slots([slot], 2e9, FAR_FUTURE_LOST, running_on=["slot1_1@elsewhere"])["w1.condor.test"]
+    assert not other.busy
+    [drained] = ads("drain-json-final-drained-idle.json")
+    w = workers_from_slots([drained], 2e9, FAR_FUTURE_LOST, running_on=["slot1_1@w1.condor.test"])["w1.condor.test"]
+    assert w.draining and not w.drained  # never deleted while the schedd still says a job runs there

@@ -168,3 +168,53 @@ def test_big_jobs_get_big_flavours_unsatisfiable_boots_nothing_drain_first(
     assert leftover_namespaces(cluster) == []
     log = (tmp_path / "engine.log").read_text()
     assert condor.token() not in log and condor.token() not in (tmp_path / "engine.stdout").read_text()
+
+
+def test_kill_9_during_scale_up_and_during_drain_then_restart(condor: CondorTestbed, tmp_path: Path) -> None:
+    """kill -9 of `marea run` while VMs boot, restart: its VMs are adopted (no duplicates); again while workers
+    drain: the drains are carried on, every job finishes exactly once, nothing leaks."""
+    from marea.model import InstanceState
+
+    cluster = "hck"
+    cfg_path = write_config(tmp_path, condor, cluster, max_workers=3, idle_s=3)
+    cfg = load_config(cfg_path)
+    store = Store(cfg.state_url(), cluster)
+    cloud = LocalCloud(cfg.path("vms"))
+    engine = EngineProcess(cfg_path)
+    engine.start()
+
+    def joined() -> list[str]:
+        return [d.instance_id or "" for d in store.recent_decisions(10_000) if d.kind == "joined"]
+
+    try:
+        # 3 two-core jobs and 2-core VMs first in preference: exactly 3 VMs are needed, whatever the engine does
+        ids = condor.submit(3, 10, cpus=2, memory=1000, batch=cluster)
+        wait_until("VMs booting", lambda: len(cloud.list_owned(cluster)) >= 2, 60, step=0.1)
+        engine.kill9()
+        healthy_before = {vm.instance_id for vm in cloud.list_owned(cluster) if vm.status.value == "active"}
+        engine = EngineProcess(cfg_path)
+        engine.start()
+        wait_until("3 workers joined", lambda: len(joined()) >= 3, 90)
+        assert healthy_before <= set(joined()), "VMs booted before the kill were not adopted"
+        wait_until(
+            "a worker draining",
+            lambda: any(r.state is InstanceState.DRAINING for r in store.live_instances()),
+            120,
+            step=0.2,
+        )
+        engine.kill9()
+        engine = EngineProcess(cfg_path)
+        engine.start()
+        wait_until("every job done", lambda: all(j["JobStatus"] == 4 for j in condor.jobs(ids).values()), 120)
+        wait_until("the cluster back at 0", lambda: store.live_instances() == [], 120)
+        assert len(joined()) == 3, f"duplicates joined: {joined()}"
+        for jid, j in condor.jobs(ids).items():
+            assert (j["ExitCode"], j["NumJobStarts"]) == (0, 1), (jid, j)
+    finally:
+        code = engine.stop()
+        condor.remove_jobs(f'JobBatchName == "{cluster}"')
+        leftover = cleanup(cfg_path, cluster)
+        store.close()
+    assert code == 0
+    assert leftover == []
+    assert leftover_namespaces(cluster) == []

@@ -106,7 +106,7 @@ class HTCondorBatch(BatchSystem):
         htcondor = self.htcondor
         job_constraint = f"JobStatus == 1 && ({self.cfg.job_constraint})"
 
-        def read() -> tuple[list[Any], list[Any], dict[str, str]]:
+        def read() -> tuple[list[Any], list[Any], list[str], dict[str, str]]:
             coll = self._collector()
             jobs: list[Any] = []
             pool: dict[str, str] = {}
@@ -114,12 +114,14 @@ class HTCondorBatch(BatchSystem):
                 if isinstance(ad.get("CondorVersion"), str):
                     pool.setdefault("CondorVersion", _quote(ad["CondorVersion"]))
                 jobs.extend(htcondor.Schedd(ad).query(constraint=job_constraint))
+            # every running job (of any user) keeps its worker busy, whatever the collector says yet
+            running = self._running_on(coll)
             slots = list(coll.query(htcondor.AdType.Startd, projection=SLOT_PROJECTION))
-            return jobs, slots, pool
+            return jobs, slots, running, pool
 
-        jobs, slots, pool = self._call("reading the queue and the pool", read)
+        jobs, slots, running, pool = self._call("reading the queue and the pool", read)
         demand = demand_from_jobs(jobs, self.matcher(flavours, pool))
-        workers = workers_from_slots(slots, self.clock(), self.cfg.lost_after_s)
+        workers = workers_from_slots(slots, self.clock(), self.cfg.lost_after_s, running)
         return BatchSnapshot(demand.groups, demand.unsatisfiable, workers, demand.queued)
 
     def drain(self, worker: str, reason: str) -> None:
@@ -154,11 +156,9 @@ class HTCondorBatch(BatchSystem):
             slots = self._worker_slots(coll, worker)
             if not slots:
                 return True  # never joined, or already gone from the collector
-            state = workers_from_slots(slots, now, self.cfg.lost_after_s)[worker]
+            state = workers_from_slots(slots, now, self.cfg.lost_after_s, self._running_on(coll))[worker]
             if state.lost:
-                log.warning(
-                    "htcondor: %s is lost (silent for %.0f s): removing", worker, self.cfg.lost_after_s
-                )
+                log.warning("htcondor: %s is lost (silent for %.0f s): removing", worker, self.cfg.lost_after_s)
                 return True
             if not state.drained:
                 return False
@@ -166,6 +166,15 @@ class HTCondorBatch(BatchSystem):
             return True
 
         return bool(self._call(f"removal of {worker}", check))
+
+    def _running_on(self, coll: Any) -> list[str]:
+        """RemoteHost of every running job the schedd(s) know: fresher than the collector's slot ads."""
+        hosts = []
+        for ad in self._schedd_ads(coll):
+            for job in self.htcondor.Schedd(ad).query(constraint="JobStatus == 2", projection=["RemoteHost"]):
+                if isinstance(job.get("RemoteHost"), str):
+                    hosts.append(job["RemoteHost"])
+        return hosts
 
     def _switch_off(self, coll: Any, worker: str) -> None:
         """Stop the drained worker's daemons, so that its ads leave the collector now rather than after

@@ -238,11 +238,7 @@ class Matcher:
             return ok, ""
         clauses = _conjuncts(str(reqs))
         failing = (
-            [
-                c
-                for c in clauses
-                if all(not _evaluates_true(classad2.ExprTree(c), job, m) for _, m in big_enough)
-            ]
+            [c for c in clauses if all(not _evaluates_true(classad2.ExprTree(c), job, m) for _, m in big_enough)]
             if len(clauses) > 1
             else []
         )
@@ -331,7 +327,7 @@ def _child_states(slot: classad2.ClassAd) -> list[str]:
 
 
 def workers_from_slots(
-    slots: Iterable[classad2.ClassAd], now: float, lost_after_s: float
+    slots: Iterable[classad2.ClassAd], now: float, lost_after_s: float, running_on: Iterable[str] = ()
 ) -> dict[str, Worker]:
     """Slot ads (`condor_status`, `Collector.query(AdType.Startd)`) grouped into one Worker per startd.
 
@@ -339,8 +335,13 @@ def workers_from_slots(
     children, or its Child* lists when they are not queried, tell whether work runs. `drained` needs every
     slot Drained/Idle, so a slot still Retiring keeps the VM alive. A startd not heard from for `lost_after_s`
     (its ads outlive it by the collector's CLASSAD_LIFETIME) is `lost`.
+
+    `running_on` are the RemoteHost of running jobs, from the schedd: a worker that runs one is busy even when
+    its slot ads, which reach the collector up to UPDATE_INTERVAL late, still say Unclaimed. Without this a
+    worker that just received its first job looks idle and may be drained under it.
     """
     by_key: dict[str, list[classad2.ClassAd]] = {}
+    key_of_startd: dict[str, str] = {}  # the startd part of slot names -> worker key
     for slot in slots:
         my_type = _text(slot, "MyType")
         if my_type not in (None, "Machine"):
@@ -348,6 +349,9 @@ def workers_from_slots(
         key = startd_key(slot)
         if key:
             by_key.setdefault(key, []).append(slot)
+            name = _text(slot, "Name") or ""
+            key_of_startd[name.split("@", 1)[-1]] = key
+    busy_by_schedd = {key_of_startd.get(host.split("@", 1)[-1]) for host in running_on}
     workers = {}
     for key, group in by_key.items():
         total = free = Resources()
@@ -380,6 +384,8 @@ def workers_from_slots(
                 elif state in ("Unclaimed", "Drained"):
                     free += _slot_resources(slot)
         lost = heard > 0 and now - heard > lost_after_s
+        if key in busy_by_schedd:
+            busy, drained = True, False
         workers[key] = Worker(
             name=key,
             total=total,

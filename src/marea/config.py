@@ -166,8 +166,8 @@ class HTCondorSection(_Strict):
     machine_attributes: dict[str, str] = {}
     #: scratch disk of a worker, for RequestDisk and TARGET.Disk in Requirements
     worker_disk_gb: Annotated[float, Field(gt=0)] = 100.0
-    #: a startd not heard from for this long is reported lost (its ads outlive it by CLASSAD_LIFETIME)
-    lost_after_s: PositiveSeconds = 120.0
+    #: a startd silent this long is lost (its ads outlive it by CLASSAD_LIFETIME); keep > UPDATE_INTERVAL (300 s)
+    lost_after_s: PositiveSeconds = 600.0
 
 
 class BatchSection(_Strict):

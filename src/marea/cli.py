@@ -111,12 +111,20 @@ def demo(
     max_workers: int = typer.Option(4, "--max-workers", min=1, help="max worker VMs (2 cores each)"),
     timeout: float = typer.Option(900.0, "--timeout", min=10.0, help="give up after this many seconds"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON line at the end"),
+    batch: str = typer.Option("slurm", "--batch", help="the testbed's batch system: slurm or htcondor"),
 ) -> None:
     """The main job: real Slurm + the engine + the local cloud: a burst of jobs grows and shrinks the cluster."""
     from marea.demo import DemoError, result_json, run_demo
 
+    if batch not in ("slurm", "htcondor"):
+        raise fail(f"--batch: {batch!r} is not one of slurm, htcondor")
     try:
-        result = run_demo(jobs=jobs, job_seconds=job_seconds, max_workers=max_workers, timeout_s=timeout)
+        if batch == "htcondor":
+            from marea.htcondor_demo import run_htcondor_demo
+
+            result = run_htcondor_demo(jobs=jobs, job_seconds=job_seconds, max_workers=max_workers, timeout_s=timeout)
+        else:
+            result = run_demo(jobs=jobs, job_seconds=job_seconds, max_workers=max_workers, timeout_s=timeout)
     except DemoError as exc:
         raise fail(str(exc), 1) from None
     if as_json:

@@ -85,7 +85,7 @@ class HTCondorBatch(BatchSystem):
 
     def _worker_slots(self, coll: Any, worker: str) -> list[Any]:
         """Full slot ads of one worker (full: Startd(ad) needs the address attributes)."""
-        by_name = _quote("@" + _regex_escape(worker) + "$")
+        by_name = _quote("@" + _regex_escape(worker) + "([.][^@]*)?$")
         constraint = f"{WORKER_ATTR} == {_quote(worker)} || regexp({by_name}, Name)"
         slots = coll.query(self.htcondor.AdType.Startd, constraint=constraint)
         return [s for s in slots if startd_key(s) == worker]

@@ -39,6 +39,7 @@ DEFAULT_MACHINE_ATTRIBUTES: dict[str, str] = {
 }
 
 _EXPR_RE = re.compile(r"^/Expr\((.*)\)/$", re.DOTALL)
+_IP_RE = re.compile(r"^[0-9.]+$|^[0-9a-fA-F]*:[0-9a-fA-F:]*$")
 
 
 # -- loading recorded outputs ------------------------------------------------------------------------------
@@ -291,15 +292,21 @@ WORKER_ATTR = "MareaWorker"
 
 
 def startd_key(slot: classad2.ClassAd) -> str | None:
-    """The worker a slot belongs to: the VM name marea gave it when the startd advertises one, otherwise the
-    startd's name (the slot Name after its `slotN@`). Never `Machine`: several startds may share a host."""
+    """The worker a slot belongs to: the VM name marea gave it when the startd advertises one (marea's
+    user-data does); otherwise the startd's name, the slot Name after its `slotN@`. Never `Machine`: several
+    startds may share a host. A startd named only by its host's FQDN (one startd there, the default) is keyed
+    by the host's first label, which is the VM name clouds give as hostname (`w1.novalocal` -> `w1`), so
+    workers contextualised by older user-data (an imported elastiq.conf) are still recognised."""
     name = _text(slot, WORKER_ATTR)
     if name:
         return name
     full = _text(slot, "Name")
     if not full:
         return None
-    return full.split("@", 1)[1] if "@" in full else full
+    startd = full.split("@", 1)[1] if "@" in full else full
+    if "@" in startd or _IP_RE.match(startd):
+        return startd
+    return startd.split(".", 1)[0]
 
 
 def sinful_host(sinful: str | None) -> str | None:

@@ -248,3 +248,19 @@ def test_a_job_the_schedd_runs_makes_its_worker_busy_before_the_collector_knows(
     [drained] = ads("drain-json-final-drained-idle.json")
     w = workers_from_slots([drained], 2e9, FAR_FUTURE_LOST, running_on=["slot1_1@w1.condor.test"])["w1"]
     assert w.draining and not w.drained  # never deleted while the schedd still says a job runs there
+
+
+def test_jobs_of_a_known_autocluster_need_only_their_ids() -> None:
+    """The plugin fetches one full ad per AutoClusterId and small ads for the jobs: same demand as full ads."""
+    full = ads("condor_q-json-idle-23.9.6.json")
+    assert {j["AutoClusterId"] for j in full} == {2}
+    light = []
+    for j in full:
+        small = classad2.ClassAd()
+        for attr in ("ClusterId", "ProcId", "JobStatus", "QDate", "AutoClusterId"):
+            small[attr] = j[attr]
+        light.append(small)
+    matcher = Matcher((SMALL, BIG), POOL, 100 * 1024 * 1024)
+    assert demand_from_jobs(light, matcher, {2: full[0]}) == demand_from_jobs(full, matcher)
+    # without the autocluster's ad a small ad is all defaults: 1 core, no memory, no Requirements
+    assert demand_from_jobs(light, matcher).groups[0].request == Resources(1.0, 0.0, 0)

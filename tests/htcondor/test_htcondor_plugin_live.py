@@ -89,11 +89,24 @@ def test_demand_groups_big_jobs_and_reports_unsatisfiable_ones_with_their_reason
         assert "more than any flavour" in reasons[tuple(huge)]
         assert snap.queued_jobs == 7
         assert not set(ones + bigs) & {j for u in snap.unsatisfiable for j in u.job_ids}
+
+        # after a negotiation cycle the schedd has put the jobs in autoclusters: the plugin then reads one full
+        # ad per autocluster and only ids for the jobs; the verdicts must not change
+        def autoclustered() -> bool:
+            ads = condor.call(lambda h: condor.schedd(h).query('JobBatchName == "dem"', ["AutoClusterId"]))
+            return all(isinstance(a.get("AutoClusterId"), int) for a in ads)
+
+        condor.start_vm("lt1", 55, cores=1, memory=50)  # negotiation needs a slot; none of these jobs fits it
+        wait_until("jobs in autoclusters", autoclustered, 40)
+        again = b.snapshot((SMALL, BIG))
+        assert {(g.request.cores, g.request.memory_mb): g.count for g in again.demand} == shapes
+        assert {u.job_ids: u.reason for u in again.unsatisfiable} == reasons
         # with only the small flavour the 4-core jobs cannot run either
         small_only = b.snapshot((SMALL,))
         assert {g.request.cores for g in small_only.demand} == {1.0}
         assert len(small_only.unsatisfiable) == 3
     finally:
+        condor.power_off("lt1")
         condor.remove_jobs('JobBatchName == "dem"')
         b.close()
 

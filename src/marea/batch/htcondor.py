@@ -36,6 +36,10 @@ SLOT_PROJECTION = [
 ]  # fmt: skip
 
 
+#: the job attributes needed when the job's autocluster gives the rest
+JOB_PROJECTION = ["ClusterId", "ProcId", "JobStatus", "QDate", "AutoClusterId"]
+
+
 def _bindings() -> Any:
     """Import htcondor2 lazily: the extra `htcondor` is needed only by clusters that use this plugin."""
     try:
@@ -106,21 +110,25 @@ class HTCondorBatch(BatchSystem):
         htcondor = self.htcondor
         job_constraint = f"JobStatus == 1 && ({self.cfg.job_constraint})"
 
-        def read() -> tuple[list[Any], list[Any], list[str], dict[str, str]]:
+        def read() -> tuple[list[Any], list[Any], list[str], dict[str, str], dict[int, Any]]:
             coll = self._collector()
             jobs: list[Any] = []
+            autoclusters: dict[int, Any] = {}
             pool: dict[str, str] = {}
             for ad in self._schedd_ads(coll):
                 if isinstance(ad.get("CondorVersion"), str):
                     pool.setdefault("CondorVersion", _quote(ad["CondorVersion"]))
-                jobs.extend(htcondor.Schedd(ad).query(constraint=job_constraint))
+                schedd = htcondor.Schedd(ad)
+                light, full = self._idle_jobs(schedd, job_constraint)
+                jobs.extend(light)
+                autoclusters.update(full)
             # every running job (of any user) keeps its worker busy, whatever the collector says yet
             running = self._running_on(coll)
             slots = list(coll.query(htcondor.AdType.Startd, projection=SLOT_PROJECTION))
-            return jobs, slots, running, pool
+            return jobs, slots, running, pool, autoclusters
 
-        jobs, slots, running, pool = self._call("reading the queue and the pool", read)
-        demand = demand_from_jobs(jobs, self.matcher(flavours, pool))
+        jobs, slots, running, pool, autoclusters = self._call("reading the queue and the pool", read)
+        demand = demand_from_jobs(jobs, self.matcher(flavours, pool), autoclusters)
         workers = workers_from_slots(slots, self.clock(), self.cfg.lost_after_s, running)
         return BatchSnapshot(demand.groups, demand.unsatisfiable, workers, demand.queued)
 
@@ -166,6 +174,23 @@ class HTCondorBatch(BatchSystem):
             return True
 
         return bool(self._call(f"removal of {worker}", check))
+
+    def _idle_jobs(self, schedd: Any, constraint: str) -> tuple[list[Any], dict[int, Any]]:
+        """Idle jobs as small ads, plus one full ad per autocluster (and full ads of the jobs the schedd has
+        not put in an autocluster yet): the queue's size costs ids, not whole job ads."""
+        light = list(schedd.query(constraint=constraint, projection=JOB_PROJECTION))
+        full: dict[int, Any] = {}
+        for ac in sorted({j["AutoClusterId"] for j in light if isinstance(j.get("AutoClusterId"), int)}):
+            sample = schedd.query(constraint=f"({constraint}) && AutoClusterId == {ac}", limit=1)
+            if sample:
+                full[ac] = sample[0]
+        loose = [j for j in light if j.get("AutoClusterId") not in full]
+        if loose:
+            ids = {(j.get("ClusterId"), j.get("ProcId")) for j in loose}
+            more = schedd.query(constraint=f"({constraint}) && AutoClusterId =?= undefined")
+            light = [j for j in light if j.get("AutoClusterId") in full]
+            light += [j for j in more if (j.get("ClusterId"), j.get("ProcId")) in ids]
+        return light, full
 
     def _running_on(self, coll: Any) -> list[str]:
         """RemoteHost of every running job the schedd(s) know: fresher than the collector's slot ads."""

@@ -256,12 +256,18 @@ class Demand:
     queued: int
 
 
-def demand_from_jobs(jobs: Iterable[classad2.ClassAd], matcher: Matcher) -> Demand:
+def demand_from_jobs(
+    jobs: Iterable[classad2.ClassAd], matcher: Matcher, autoclusters: Mapping[int, classad2.ClassAd] | None = None
+) -> Demand:
     """Idle jobs grouped by shape; jobs no flavour could ever run are reported, grouped by reason.
 
     A job whose Requirements exclude the first flavour (in the admin's order) that its request fits in, but
     accept a later one, is counted as asking for that later flavour whole: the planner then boots a VM the job
     can really run on, instead of one it would wait beside forever.
+
+    `autoclusters` maps AutoClusterId to one full ad of that autocluster: the schedd puts in one autocluster
+    the jobs whose significant attributes (requests, Requirements and what it references) are equal, so a job
+    of a known autocluster needs only its id, status and QDate, and a big queue costs one small query.
     """
     shapes: dict[Resources, int] = {}
     oldest: dict[Resources, float] = {}
@@ -271,8 +277,10 @@ def demand_from_jobs(jobs: Iterable[classad2.ClassAd], matcher: Matcher) -> Dema
         if int(_number(job, "JobStatus", 0)) != JOB_IDLE:
             continue
         queued += 1
-        req = job_request(job)
-        fitting, reason = matcher.fitting(job, req)
+        ac = job.get("AutoClusterId")
+        full = autoclusters.get(ac, job) if autoclusters and isinstance(ac, int) else job
+        req = job_request(full)
+        fitting, reason = matcher.fitting(full, req)
         if not fitting:
             unsat.setdefault(reason, []).append(job_id(job))
             continue

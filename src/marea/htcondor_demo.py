@@ -192,6 +192,7 @@ def run_htcondor_demo(
     timeout_s: float = 600.0,
     console: Console | None = None,
     keep_dir: bool = False,
+    cluster: str = "demo",
 ) -> DemoResult:
     if os.geteuid() != 0:
         raise DemoError("the demo needs root (network namespaces and a chroot for the HTCondor testbed)")
@@ -206,7 +207,6 @@ def run_htcondor_demo(
     testbed.run("start")
     client: CondorClient | None = None
     cloud: LocalCloud | None = None
-    cluster = "demo"
     try:
         env = testbed.env()
         client = CondorClient(env)

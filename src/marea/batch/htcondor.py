@@ -36,6 +36,8 @@ SLOT_PROJECTION = [
 ]  # fmt: skip
 
 
+#: keeps the autocluster ids of several schedds apart
+_AC_STRIDE = 1 << 40
 #: the job attributes needed when the job's autocluster gives the rest
 JOB_PROJECTION = ["ClusterId", "ProcId", "JobStatus", "QDate", "AutoClusterId"]
 
@@ -115,11 +117,11 @@ class HTCondorBatch(BatchSystem):
             jobs: list[Any] = []
             autoclusters: dict[int, Any] = {}
             pool: dict[str, str] = {}
-            for ad in self._schedd_ads(coll):
+            for n, ad in enumerate(self._schedd_ads(coll)):
                 if isinstance(ad.get("CondorVersion"), str):
                     pool.setdefault("CondorVersion", _quote(ad["CondorVersion"]))
                 schedd = htcondor.Schedd(ad)
-                light, full = self._idle_jobs(schedd, job_constraint)
+                light, full = self._idle_jobs(schedd, job_constraint, n * _AC_STRIDE)
                 jobs.extend(light)
                 autoclusters.update(full)
             # every running job (of any user) keeps its worker busy, whatever the collector says yet
@@ -175,22 +177,27 @@ class HTCondorBatch(BatchSystem):
 
         return bool(self._call(f"removal of {worker}", check))
 
-    def _idle_jobs(self, schedd: Any, constraint: str) -> tuple[list[Any], dict[int, Any]]:
+    def _idle_jobs(self, schedd: Any, constraint: str, offset: int) -> tuple[list[Any], dict[int, Any]]:
         """Idle jobs as small ads, plus one full ad per autocluster (and full ads of the jobs the schedd has
-        not put in an autocluster yet): the queue's size costs ids, not whole job ads."""
+        not put in an autocluster yet): the queue's size costs ids, not whole job ads. Autocluster ids are
+        per schedd: `offset` keeps those of several schedds apart (rewritten in the small ads, ours alone)."""
         light = list(schedd.query(constraint=constraint, projection=JOB_PROJECTION))
         full: dict[int, Any] = {}
         for ac in sorted({j["AutoClusterId"] for j in light if isinstance(j.get("AutoClusterId"), int)}):
             sample = schedd.query(constraint=f"({constraint}) && AutoClusterId == {ac}", limit=1)
             if sample:
                 full[ac] = sample[0]
-        loose = [j for j in light if j.get("AutoClusterId") not in full]
-        if loose:
-            ids = {(j.get("ClusterId"), j.get("ProcId")) for j in loose}
+        clustered = [j for j in light if j.get("AutoClusterId") in full]
+        if len(clustered) < len(light):
+            wanted = {(j.get("ClusterId"), j.get("ProcId")) for j in light if j.get("AutoClusterId") not in full}
             more = schedd.query(constraint=f"({constraint}) && AutoClusterId =?= undefined")
-            light = [j for j in light if j.get("AutoClusterId") in full]
-            light += [j for j in more if (j.get("ClusterId"), j.get("ProcId")) in ids]
-        return light, full
+            clustered += [j for j in more if (j.get("ClusterId"), j.get("ProcId")) in wanted]
+        if offset:
+            for j in clustered:
+                if j.get("AutoClusterId") in full:
+                    j["AutoClusterId"] = j["AutoClusterId"] + offset
+            full = {ac + offset: ad for ac, ad in full.items()}
+        return clustered, full
 
     def _running_on(self, coll: Any) -> list[str]:
         """RemoteHost of every running job the schedd(s) know: fresher than the collector's slot ads."""

@@ -217,6 +217,8 @@ class Matcher:
         hit = self._cache.get(key)
         if hit is None:
             hit = self._evaluate(job, req)
+            if len(self._cache) >= 50_000:  # a long-lived engine sees endless shapes: start over
+                self._cache.clear()
             self._cache[key] = hit
         return hit
 

@@ -160,6 +160,48 @@ class BatchSection(_Strict):
     htcondor: HTCondorSection = HTCondorSection()
 
 
+class ElastiqBaselineSection(_Strict):
+    """The elastiq baseline of `marea simulate`: elastiq.conf's [elastiq] keys (min/max from [policy])."""
+
+    check_queue_every_s: PositiveSeconds = 240.0
+    check_vms_every_s: PositiveSeconds = 300.0
+    waiting_jobs_threshold: Annotated[int, Field(ge=0)] = 0
+    waiting_jobs_time_s: Annotated[float, Field(ge=0)] = 600.0
+    n_jobs_per_vm: Annotated[int, Field(ge=1)] = 4
+    idle_for_time_s: Annotated[float, Field(ge=0)] = 600.0
+    estimated_vm_deploy_time_s: PositiveSeconds = 420.0
+
+
+class SimulateSection(_Strict):
+    """Simulator-only knobs (`marea simulate`): the simulated cloud, the trace units, the baselines."""
+
+    #: VM boot time: uniform in boot_time_s +- boot_time_jitter_s (CloudVeneto's elastiq.conf: 420 s)
+    boot_time_s: Annotated[float, Field(ge=0)] = 420.0
+    boot_time_jitter_s: Annotated[float, Field(ge=0)] = 0.0
+    #: probability that a boot fails (the VM never joins)
+    boot_failure_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    quota_instances: Annotated[int, Field(ge=0)] | None = None
+    quota_cores: Annotated[int, Field(ge=0)] | None = None
+    seed: int = 0
+    #: job memory from an SWF trace: none (cores only), requested (field 10) or used (field 7)
+    swf_memory: Literal["none", "requested", "used"] = "none"
+    #: replay SWF jobs with run time <= 0 (cancelled/failed) as zero-length jobs instead of dropping them
+    keep_failed_jobs: bool = False
+    #: size of the `static` baseline (default: policy.max_workers)
+    static_workers: Annotated[int, Field(ge=0)] | None = None
+    #: stop this long after the last submission; jobs still queued are "never started"
+    horizon_s: PositiveSeconds = 7 * 86400.0
+    #: sampling period of the workers-over-time plot
+    sample_every_s: PositiveSeconds = 600.0
+    elastiq: ElastiqBaselineSection = ElastiqBaselineSection()
+
+    @model_validator(mode="after")
+    def _jitter_below_mean(self) -> SimulateSection:
+        if self.boot_time_jitter_s > self.boot_time_s:
+            raise ValueError("boot_time_jitter_s must not exceed boot_time_s (boot times would be negative)")
+        return self
+
+
 class MareaConfig(_Strict):
     cluster: ClusterSection = ClusterSection()
     engine: EngineSection = EngineSection()
@@ -170,6 +212,7 @@ class MareaConfig(_Strict):
     cloud: CloudSection = CloudSection()
     worker: WorkerSection = WorkerSection()
     batch: BatchSection = BatchSection()
+    simulate: SimulateSection = SimulateSection()
     #: where this configuration came from; relative paths in it are relative to this directory
     source_dir: str = Field(default=".", exclude=True)
 

@@ -16,7 +16,7 @@ from marea.sim.oracle import oracle
 from marea.sim.simulator import PolicyResult, simulate
 from marea.sim.trace import Trace
 
-POLICIES = ("marea", "elastiq", "static", "oracle")
+POLICIES = ("marea", "elastiq", "static", "oracle")  # also in marea.sim.cli, which must not import numpy
 
 
 class UnknownPolicy(ValueError):

@@ -31,6 +31,8 @@ class Controller(Protocol):
     name: str
     #: how many times the controller made a decision (a policy call, an elastiq check)
     calls: int
+    #: the size it shrinks back to with no work (its minimum): the simulation ends there
+    resting_size: int
 
     def start(self, cluster: SimCluster) -> None: ...
 
@@ -65,6 +67,7 @@ class MareaController:
     def __init__(self, settings: PolicySettings, interval_s: float, every_tick: bool = False) -> None:
         self.name = "marea"
         self.settings = settings
+        self.resting_size = settings.min_workers
         self.interval = interval_s
         self.every_tick = every_tick
         self.calls = 0
@@ -109,8 +112,14 @@ class MareaController:
         )
         return ClusterView(now, instances, demand, quota, self.failures)
 
-    @staticmethod
-    def _instance_view(w: SimWorker) -> InstanceView:
+    def _seen_idle_since(self, w: SimWorker) -> float | None:
+        """The engine records idle_since when a poll first sees the worker idle: the tick at or after the
+        moment its last job ended (a worker that joins idle is likewise seen at the next tick)."""
+        if w.state is not InstanceState.IDLE or w.idle_since is None:
+            return None
+        return self._tick_at_or_after(w.idle_since)
+
+    def _instance_view(self, w: SimWorker) -> InstanceView:
         joined = w.joined
         return InstanceView(
             id=w.id,
@@ -120,7 +129,7 @@ class MareaController:
             created_at=w.created_at,
             group=w.group,
             free=w.free if joined else None,
-            idle_since=w.idle_since if w.state is InstanceState.IDLE else None,
+            idle_since=self._seen_idle_since(w),
             drained=w.state is InstanceState.DRAINING and w.jobs == 0,
         )
 
@@ -169,9 +178,10 @@ class MareaController:
         s = self.settings
         ticks: list[float] = []
         for w in cluster.workers.values():
-            if w.state is InstanceState.IDLE and w.idle_since is not None:
+            seen = self._seen_idle_since(w)
+            if seen is not None:
                 # the reaper compares `now - idle_since > threshold`: the first tick strictly after expiry
-                ticks.append(self._tick_after(w.idle_since + s.idle_threshold_s))
+                ticks.append(self._tick_after(seen + s.idle_threshold_s))
             elif w.state in (InstanceState.BOOTING, InstanceState.REQUESTED):
                 ticks.append(self._tick_after(w.created_at + s.join_timeout_s))
         until = backoff_until(ClusterView(now, (), failures=self.failures), s)
@@ -213,6 +223,7 @@ class ElastiqController:
         estimated_vm_deploy_time_s: float = 420.0,
     ) -> None:
         self.name = "elastiq"
+        self.resting_size = min_vms
         self.flavour = flavour
         self.min_vms = min_vms
         self.max_vms = max_vms
@@ -307,6 +318,7 @@ class StaticController:
         self.name = "static"
         self.flavour = flavour
         self.workers = workers
+        self.resting_size = workers
         self.calls = 0
 
     def start(self, cluster: SimCluster) -> None:

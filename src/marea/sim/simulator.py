@@ -2,8 +2,9 @@
 
 Time jumps from one event to the next (a submission, a job end, a VM join, a controller wake-up); nothing
 sleeps and nothing is polled. At one instant the order is: job ends and VM joins, then submissions (and the
-batch system starts what fits), then the controller looks. The run ends when every job has finished, or at
-`horizon_s` after the last submission (jobs still queued then are counted as never started).
+batch system starts what fits), then the controller looks. The run ends when every job has finished and the
+controller has scaled the cluster back to its resting size (its minimum; a scale-down after the last job is a
+cost of the policy), or at `horizon_s` after the last submission (jobs still queued then never started).
 """
 
 from __future__ import annotations
@@ -99,7 +100,12 @@ def simulate(
     max_seen = cluster.alive_workers()
     i, n = 0, len(jobs)
     while True:
-        if i >= n and cluster.queued == 0 and cluster.running == 0:
+        if (
+            i >= n
+            and cluster.queued == 0
+            and cluster.running == 0
+            and cluster.alive_workers() <= controller.resting_size
+        ):
             break
         next_event = cluster.next_event_time()
         t = min(

@@ -108,6 +108,8 @@ class SimCluster:
         self.running = 0
         self.running_cores = 0.0
         self.changed = False
+        self.n_booting = 0  # alive VMs not joined yet
+        self.n_busy = 0  # VMs running at least one job
         self.acct = Accounting()
         self._events: list[tuple[float, int, int, object]] = []
         self._seq = 0
@@ -162,6 +164,7 @@ class SimCluster:
             free_gpus=flavour.gpus,
         )
         self.workers[w.id] = w
+        self.n_booting += 1
         self.changed = True
         if joined:
             self._join(w)
@@ -180,6 +183,7 @@ class SimCluster:
     def _join(self, w: SimWorker) -> None:
         if w.deleted_at is not None:
             return
+        self.n_booting -= 1
         w.state = InstanceState.IDLE
         w.state_since = self.now
         w.idle_since = self.now
@@ -198,6 +202,10 @@ class SimCluster:
         if w.deleted_at is not None:
             return
         now = self.now
+        if not w.joined:
+            self.n_booting -= 1
+        if w.jobs:
+            self.n_busy -= 1
         for job in list(w.running):
             self._requeue(job)
         w.running.clear()
@@ -299,6 +307,7 @@ class SimCluster:
         w.free_memory_mb -= shape[1]
         w.free_gpus -= shape[2]
         if w.jobs == 0:
+            self.n_busy += 1
             w.busy_since = now
             w.idle_since = None
             w.state = InstanceState.BUSY
@@ -330,6 +339,7 @@ class SimCluster:
         self.running_cores -= shape[0]
         self.changed = True
         if w.jobs == 0:
+            self.n_busy -= 1
             if w.busy_since is not None:
                 w.busy_total += now - w.busy_since
                 w.busy_since = None

@@ -93,4 +93,6 @@ def oracle(trace: Trace, flavour: Flavour, min_workers: int, max_workers: int, b
         jobs_never_started=0,
         boots=boots,
         failed_boots=0,
+        booting_vm_hours=boots * boot_time_s / 3600.0,
+        min_idle_vm_hours=idle_min_s / 3600.0,
     )

@@ -47,6 +47,9 @@ class PolicyResult:
     boots: int
     failed_boots: int
     jobs_killed: int = 0
+    #: parts of the idle VM-hours: VMs booting; idle VMs the minimum size keeps (no policy may remove them)
+    booting_vm_hours: float = 0.0
+    min_idle_vm_hours: float = 0.0
     policy_calls: int = 0
     wall_s: float = 0.0
     max_workers_seen: int = 0
@@ -66,10 +69,25 @@ class PolicyResult:
             "boots": self.boots,
             "failed_boots": self.failed_boots,
             "jobs_killed": self.jobs_killed,
+            "booting_vm_hours": round(self.booting_vm_hours, 3),
+            "min_idle_vm_hours": round(self.min_idle_vm_hours, 3),
             "policy_calls": self.policy_calls,
             "max_workers_seen": self.max_workers_seen,
             "wall_s": round(self.wall_s, 2),
         }
+
+
+def _integrate(
+    cluster: SimCluster, resting: int, t: float, booting_s: float, min_idle_s: float, last_t: float
+) -> tuple[float, float, float]:
+    """Add the booting and minimum-forced idle VM time of the interval [last_t, t) (state is constant in it)."""
+    dt = t - last_t
+    if dt <= 0:
+        return booting_s, min_idle_s, last_t
+    joined = len(cluster.workers) - cluster.n_booting
+    booting_s += cluster.n_booting * dt
+    min_idle_s += max(0, min(resting, joined) - cluster.n_busy) * dt
+    return booting_s, min_idle_s, t
 
 
 def wait_stats(waits: np.ndarray) -> tuple[float, float, float]:
@@ -98,6 +116,10 @@ def simulate(
     stop_at = trace.end + horizon_s
     sim_jobs: list[SimJob] = []
     max_seen = cluster.alive_workers()
+    resting = controller.resting_size
+    booting_s = 0.0  # VM time spent booting
+    min_idle_s = 0.0  # idle VM time the minimum size forces: max(0, min(resting, joined) - busy VMs)
+    last_t = t0
     i, n = 0, len(jobs)
     while True:
         if (
@@ -115,6 +137,7 @@ def simulate(
         )
         if t > stop_at:
             if t != math.inf:
+                booting_s, min_idle_s, last_t = _integrate(cluster, resting, stop_at, booting_s, min_idle_s, last_t)
                 cluster.process_events_until(stop_at)
             break
         while next_sample <= t:
@@ -124,6 +147,7 @@ def simulate(
             timeline.running_cores.append(cluster.running_cores)
             timeline.queued_cores.append(cluster.queued_cores)
             next_sample += sample_every_s
+        booting_s, min_idle_s, last_t = _integrate(cluster, resting, t, booting_s, min_idle_s, last_t)
         cluster.process_events_until(t)
         submitted = False
         while i < n and jobs[i].submit <= t:
@@ -156,6 +180,8 @@ def simulate(
         boots=acct.boots,
         failed_boots=acct.failed_boots,
         jobs_killed=acct.jobs_killed,
+        booting_vm_hours=booting_s / 3600.0,
+        min_idle_vm_hours=min_idle_s / 3600.0,
         policy_calls=controller.calls,
         wall_s=time.perf_counter() - wall0,
         max_workers_seen=max_seen,

@@ -12,18 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from marea.config import load_config  # noqa: E402
-from marea.sim.plots import plot_results  # noqa: E402
-from marea.sim.run import run_policy  # noqa: E402
-from marea.sim.trace import read_trace  # noqa: E402
+from marea.config import load_config
+from marea.sim.plots import plot_results
+from marea.sim.run import run_policy
+from marea.sim.trace import read_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 THRESHOLDS_S = (0.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0)
@@ -54,10 +53,8 @@ def main() -> None:
 
     sweep = []
     for thr in THRESHOLDS_S:
-        if thr == cfg.policy.idle_threshold_s:
-            r = marea
-        else:
-            r = run_policy("marea", trace, cfg, idle_threshold_s=thr)
+        default = thr == cfg.policy.idle_threshold_s
+        r = marea if default else run_policy("marea", trace, cfg, idle_threshold_s=thr)
         sweep.append({"idle_threshold_s": thr, **r.as_dict()})
         print(f"sweep idle_threshold_s={thr:6.0f} {json.dumps(r.as_dict())}", flush=True)
     eligible = [s for s in sweep if s["wait_p95_s"] <= elastiq.wait_p95_s]

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from marea.config import MareaConfig
 from marea.model import Flavour
 from marea.sim.cluster import CloudModel
 from marea.sim.controllers import ElastiqController, MareaController, StaticController
 from marea.sim.oracle import oracle
+from marea.sim.run import run_policy
 from marea.sim.simulator import simulate
 from tests.sim.simhelpers import FOUR_CORES, make_trace, settings
 
@@ -107,7 +109,9 @@ def test_static_cluster_runs_fifo_and_never_scales() -> None:
 def test_static_batch_system_backfills_what_fits() -> None:
     # One 4-core worker. A: 3 cores at 0 for 100 s; B: 4 cores at 1 (does not fit until A ends, starts 100);
     # C: 1 core at 2 fits beside A: starts at 2 (backfill, no reservation), ends at 52.
-    r = simulate(make_trace((0.0, 100.0, 3.0), (1.0, 10.0, 4.0), (2.0, 50.0, 1.0)), StaticController(FOUR_CORES, 1), CLOUD)
+    r = simulate(
+        make_trace((0.0, 100.0, 3.0), (1.0, 10.0, 4.0), (2.0, 50.0, 1.0)), StaticController(FOUR_CORES, 1), CLOUD
+    )
     assert sorted(r.waits) == [0.0, 0.0, 99.0]
 
 
@@ -138,3 +142,20 @@ def test_oracle_minimum_workers_are_there_from_the_start() -> None:
     assert r.vm_hours == pytest.approx(2000 / 3600)
     assert r.idle_vm_hours == pytest.approx(1000 / 3600)
     assert r.boots == 0
+
+
+@pytest.mark.parametrize("policy", ["marea", "elastiq", "static", "oracle"])
+def test_a_job_bigger_than_a_worker_never_starts_and_does_not_stall_the_run(policy: str) -> None:
+    # The 8-core job fits no 4-core worker: taken out before the replay and counted as never started; the
+    # two 1-core jobs run normally (the minimum's 2 workers start them at once).
+    cfg = MareaConfig.model_validate(
+        {
+            "policy": {"min_workers": 2, "max_workers": 5},
+            "flavours": [{"name": "w4", "cores": 4, "memory_mb": 8000}],
+            "simulate": {"static_workers": 2},
+        }
+    )
+    r = run_policy(policy, make_trace((0.0, 100.0), (10.0, 100.0, 8.0), (20.0, 100.0)), cfg)
+    assert r.jobs == 3
+    assert r.jobs_never_started == 1
+    assert r.wait_max_s == 0.0

@@ -3,7 +3,8 @@ changed or a timer expires gives exactly what calling it at every engine tick gi
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from marea.sim.cluster import CloudModel, SimCluster

@@ -86,6 +86,7 @@ def simulate_command(
     if as_json:
         typer.echo(results_json(results, trace))
     else:
-        Console().print(results_table(results, trace))
+        out = Console() if Console().is_terminal else Console(width=160)  # a pipe gets the whole table
+        out.print(results_table(results, trace))
         if plot is not None:
             typer.echo(f"plot written to {plot}")

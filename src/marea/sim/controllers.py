@@ -295,9 +295,7 @@ class ElastiqController:
         for w in joined:
             previous = self.status.get(w.id)
             status[w.id] = previous if previous is not None and previous[0] == w.jobs else (w.jobs, now)
-        shutdown = [
-            w for w in joined if w.jobs == 0 and now - status[w.id][1] > self.idle_for_time_s
-        ]
+        shutdown = [w for w in joined if w.jobs == 0 and now - status[w.id][1] > self.idle_for_time_s]
         for w in shutdown:
             status[w.id] = (0, now)  # elastiq resets the timer of every host it asks to shut down
         allowed = len(joined) - self.min_vms

@@ -8,15 +8,13 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from marea.sim.simulator import PolicyResult  # noqa: E402
+from marea.sim.simulator import PolicyResult
 
 
-def plot_results(
-    results: Mapping[str, PolicyResult], out: str | Path, cores_per_worker: int, title: str = ""
-) -> None:
+def plot_results(results: Mapping[str, PolicyResult], out: str | Path, cores_per_worker: int, title: str = "") -> None:
     """Two panels: VMs alive per policy over time with the demand (running + queued cores / cores per
     worker) of the first simulated policy; and the complementary CDF of job waits per policy.
     """

@@ -63,14 +63,29 @@ def make_controller(name: str, cfg: MareaConfig, idle_threshold_s: float | None 
     raise UnknownPolicy(f"unknown policy {name!r}: choose among {', '.join(POLICIES)}")
 
 
+def runnable(trace: Trace, cfg: MareaConfig) -> Trace:
+    """The jobs that fit the first flavour (the one every policy boots). A job bigger than a worker can
+    never start under any policy (jobs do not span VMs); it is taken out before the replay, so that it does
+    not keep a queue non-empty forever, and counted in `jobs_never_started`."""
+    f = cfg.policy_settings().flavours[0]
+    jobs = tuple(j for j in trace.jobs if j.cores <= f.cores and j.memory_mb <= f.memory_mb and j.gpus <= f.gpus)
+    return Trace(trace.name, jobs, trace.dropped, trace.dropped_reason)
+
+
 def run_policy(name: str, trace: Trace, cfg: MareaConfig, idle_threshold_s: float | None = None) -> PolicyResult:
     """One policy over `trace`. The oracle is computed, the others simulated."""
     s = cfg.simulate
+    fitting = runnable(trace, cfg)
     if name == "oracle":
         settings = cfg.policy_settings()
-        return oracle(trace, settings.flavours[0], settings.min_workers, settings.max_workers, s.boot_time_s)
-    controller = make_controller(name, cfg, idle_threshold_s)
-    return simulate(trace, controller, cloud_model(cfg), s.horizon_s, s.sample_every_s)
+        result = oracle(fitting, settings.flavours[0], settings.min_workers, settings.max_workers, s.boot_time_s)
+    else:
+        controller = make_controller(name, cfg, idle_threshold_s)
+        result = simulate(fitting, controller, cloud_model(cfg), s.horizon_s, s.sample_every_s)
+    unfit = len(trace.jobs) - len(fitting.jobs)
+    if unfit:
+        result = replace(result, jobs=len(trace.jobs), jobs_never_started=result.jobs_never_started + unfit)
+    return result
 
 
 def run_policies(

@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("-c", "--config", default=str(ROOT / "examples/simulate-lpc.toml"))
     ap.add_argument("--out", default=str(ROOT / "docs"))
     ap.add_argument("--prefix", default="simulator-lpc")
+    ap.add_argument("--zoom", default="74,79", help="days FIRST,LAST of the zoomed workers plot")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -101,6 +102,14 @@ def main() -> None:
         cfg.flavours[0].cores,
         title=f"{trace.name}: VMs over time (marea default vs elastiq)",
     )
+    first, last = (float(x) for x in args.zoom.split(","))
+    plot_results(
+        {n: results[n] for n in ("marea", "elastiq")},
+        out / f"{args.prefix}-zoom.png",
+        cfg.flavours[0].cores,
+        title=f"{trace.name}: days {first:g} to {last:g}",
+        days=(first, last),
+    )
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     ax.plot([s["wait_p95_s"] for s in sweep], [s["idle_vm_hours"] for s in sweep], "o-", label="marea, total idle")
     ax.plot(
@@ -122,7 +131,7 @@ def main() -> None:
     ax.set_ylabel("idle VM-hours")
     ax.set_ylim(bottom=0)
     ax.set_title(f"{trace.name}: marea's idle threshold swept")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="center right")
     fig.savefig(out / f"{args.prefix}-sweep.png", dpi=110)
     plt.close(fig)
 

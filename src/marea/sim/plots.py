@@ -14,9 +14,16 @@ import numpy as np
 from marea.sim.simulator import PolicyResult
 
 
-def plot_results(results: Mapping[str, PolicyResult], out: str | Path, cores_per_worker: int, title: str = "") -> None:
+def plot_results(
+    results: Mapping[str, PolicyResult],
+    out: str | Path,
+    cores_per_worker: int,
+    title: str = "",
+    days: tuple[float, float] | None = None,
+) -> None:
     """Two panels: VMs alive per policy over time with the demand (running + queued cores / cores per
-    worker) of the first simulated policy; and the complementary CDF of job waits per policy.
+    worker) of the first simulated policy (only `days` = (first, last) when given); and the complementary CDF
+    of job waits per policy.
     """
     simulated = {n: r for n, r in results.items() if r.timeline is not None and r.timeline.t}
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 8), constrained_layout=True)
@@ -25,13 +32,15 @@ def plot_results(results: Mapping[str, PolicyResult], out: str | Path, cores_per
         assert first.timeline is not None
         t0 = first.timeline.t[0]
         tl = first.timeline
-        days = (np.asarray(tl.t) - t0) / 86400.0
+        x = (np.asarray(tl.t) - t0) / 86400.0
         demand = (np.asarray(tl.running_cores) + np.asarray(tl.queued_cores)) / cores_per_worker
-        top.fill_between(days, demand, step="post", color="0.85", label=f"demand ({first.name}'s queue)")
+        top.fill_between(x, demand, step="post", color="0.85", label=f"demand ({first.name}'s queue)")
         for name, r in simulated.items():
             assert r.timeline is not None
             d = (np.asarray(r.timeline.t) - t0) / 86400.0
             top.step(d, r.timeline.alive, where="post", linewidth=0.8, label=f"{name} VMs")
+    if days is not None:
+        top.set_xlim(*days)
     top.set_xlabel("days since the first submission")
     top.set_ylabel(f"workers ({cores_per_worker} cores each)")
     top.set_title(title or "workers over time")

@@ -37,7 +37,9 @@ def parse_duration(text: str, option: str) -> float:
 
 def simulate_command(
     trace_file: Path = typer.Argument(..., help="trace: SWF (.swf, .swf.gz), condor_history -json, sacct --json"),
-    config: Path | None = typer.Option(None, "--config", "-c", help="marea.toml with the policy and [simulate]"),
+    config: Path | None = typer.Option(
+        None, "--config", "-c", help="marea.toml: the policy, the flavours and the simulate section"
+    ),
     policies: str = typer.Option(",".join(POLICIES), "--policies", help="comma-separated: " + ",".join(POLICIES)),
     start: str | None = typer.Option(None, "--from", help="replay jobs submitted from this time after the start"),
     end: str | None = typer.Option(None, "--to", help="... up to this time after the start (e.g. 30d)"),

@@ -160,7 +160,10 @@ def simulate(
             controller.notify(t)
             cluster.changed = False
         if controller.next_wakeup() <= t:
+            killed = cluster.acct.jobs_killed
             controller.wakeup(cluster)
+            if cluster.acct.jobs_killed != killed:
+                cluster.schedule()  # jobs of a deleted busy VM are back in the queue: start them where they fit
             cluster.changed = False
             max_seen = max(max_seen, cluster.alive_workers())
     cluster.finish()

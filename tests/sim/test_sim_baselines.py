@@ -159,3 +159,15 @@ def test_a_job_bigger_than_a_worker_never_starts_and_does_not_stall_the_run(poli
     assert r.jobs == 3
     assert r.jobs_never_started == 1
     assert r.wait_max_s == 0.0
+
+
+def test_quota_bounds_every_policy() -> None:
+    # A project quota of 3 instances (or 12 cores): 40 one-core jobs want 10 VMs. marea reads the quota and
+    # boots 3; elastiq asks for 10 and the cloud refuses 7 (as EC2 would); nobody ever runs more than 3.
+    jobs = make_trace(*[(0.0, 3000.0)] * 40)
+    for cloud in (CloudModel(quota_instances=3), CloudModel(quota_cores=12)):
+        m = simulate(jobs, MareaController(settings(), 5.0), cloud)
+        e = simulate(jobs, elastiq(), cloud)
+        assert m.max_workers_seen == e.max_workers_seen == 3
+        assert m.boots == 3
+        assert m.jobs_never_started == e.jobs_never_started == 0

@@ -90,6 +90,7 @@ class Accounting:
     failed_boots: int = 0
     jobs_killed: int = 0
     joins: int = 0
+    refused_boots: int = 0
 
 
 class SimCluster:
@@ -145,10 +146,20 @@ class SimCluster:
     def alive_cores(self) -> int:
         return sum(w.flavour.cores for w in self.workers.values())
 
-    def boot(self, flavour: Flavour, group: str = "", joined: bool = False) -> SimWorker:
-        """Create a VM now; it joins after a sampled boot time, or never when the boot fails.
-        `joined=True` makes a worker that is already there (the initial cluster), not counted as a boot.
+    def within_quota(self, flavour: Flavour) -> bool:
+        c = self.cloud
+        if c.quota_instances is not None and self.alive_workers() + 1 > c.quota_instances:
+            return False
+        return c.quota_cores is None or self.alive_cores() + flavour.cores <= c.quota_cores
+
+    def boot(self, flavour: Flavour, group: str = "", joined: bool = False) -> SimWorker | None:
+        """Create a VM now; it joins after a sampled boot time, or never when the boot fails. The cloud
+        refuses (None) a VM beyond the project quota. `joined=True` makes a worker that is already there (the
+        initial cluster), not counted as a boot.
         """
+        if not joined and not self.within_quota(flavour):
+            self.acct.refused_boots += 1
+            return None
         self._worker_seq += 1
         now = self.now
         w = SimWorker(

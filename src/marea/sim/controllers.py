@@ -276,7 +276,9 @@ class ElastiqController:
     def _launch(self, cluster: SimCluster, now: float, n: int) -> None:
         n = min(n, self.max_vms - cluster.alive_workers())
         for _ in range(max(0, n)):
-            self.launched.append((now, cluster.boot(self.flavour)))
+            vm = cluster.boot(self.flavour)
+            if vm is not None:  # None: the cloud refused it (quota), as EC2 would
+                self.launched.append((now, vm))
 
     def _check_queue(self, cluster: SimCluster, now: float) -> None:
         n = cluster.queued - self.n_jobs_per_vm * self._recent(now)

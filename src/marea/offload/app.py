@@ -1,0 +1,130 @@
+"""The interLink plugin HTTP API (FastAPI): /create /status /getLogs /delete /pinglink, /healthz, /metrics.
+
+Bodies are read raw and checked by `marea.offload.wire`, not by FastAPI models: the pod must reach the
+backend with every field, the error bodies must be interLink-friendly one-liners, and /status must be cheap
+(it is the hot path: interLink polls it every 5 s per active pod).
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from marea.offload.backends.base import BackendError
+from marea.offload.service import OffloadService
+from marea.offload.wire import WireError, parse_create, parse_logs, parse_pod, parse_pod_list
+
+log = logging.getLogger("marea.offload")
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+
+class BearerAuth:
+    """Pure ASGI middleware (cheap on the hot path): every route but /healthz needs `Bearer <token>`."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] == "http" and scope.get("path") != "/healthz":
+            got = b""
+            for k, v in scope.get("headers", []):
+                if k == b"authorization":
+                    got = v
+                    break
+            if not hmac.compare_digest(got, self.expected):
+                body = b"missing or wrong bearer token"
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
+JSON = "application/json"
+
+
+def create_app(service: OffloadService, token: str | None = None) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await service.start()
+        try:
+            yield
+        finally:
+            await service.stop()
+
+    app = FastAPI(title="marea offload (interLink plugin)", lifespan=lifespan, openapi_url=None, docs_url=None,
+                  redoc_url=None)
+    count = service.metrics.requests
+
+    @app.exception_handler(WireError)
+    async def wire_error(request: Request, exc: WireError) -> Response:
+        count.labels(request.url.path, str(exc.status)).inc()
+        return PlainTextResponse(exc.message, status_code=exc.status)
+
+    @app.exception_handler(BackendError)
+    async def backend_error(request: Request, exc: BackendError) -> Response:
+        count.labels(request.url.path, "502").inc()
+        log.warning("%s: backend error: %s", request.url.path, exc)
+        return PlainTextResponse(f"backend error: {exc}", status_code=502)
+
+    async def create(request: Request) -> Response:
+        reqs = parse_create(await request.body())
+        answers = [await service.create(r) for r in reqs]
+        count.labels("/create", "200").inc()
+        # 0.4.x sent a list and read a list back; 0.5+ sends and reads one object
+        body = answers if len(reqs) > 1 or (await request.body()).lstrip().startswith(b"[") else answers[0]
+        return Response(json.dumps(body).encode(), media_type=JSON)
+
+    async def status(request: Request) -> Response:
+        pods = parse_pod_list(await request.body())
+        if not pods:
+            return await ping(request)
+        count.labels("/status", "200").inc()
+        return Response(service.status_body(pods), media_type=JSON)
+
+    async def ping(request: Request) -> Response:
+        count.labels("/pinglink", "200").inc()
+        return Response(json.dumps(await service.ping()).encode(), media_type=JSON)
+
+    async def get_logs(request: Request) -> Response:
+        req = parse_logs(await request.body())
+        stream = service.logs(req)
+        count.labels("/getLogs", "200").inc()
+        if req.follow:
+            return StreamingResponse(stream, media_type="text/plain")
+        chunks = [c async for c in stream]
+        return Response(b"".join(chunks), media_type="text/plain")
+
+    async def delete(request: Request) -> Response:
+        ref = parse_pod(await request.body())
+        removed = await service.delete(ref)
+        count.labels("/delete", "200").inc()
+        return PlainTextResponse("deleted" if removed else "not found (already deleted)")
+
+    async def healthz(request: Request) -> Response:
+        return PlainTextResponse("ok")
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route("/create", create, methods=["POST"])
+    app.add_api_route("/status", status, methods=["GET", "POST"])
+    app.add_api_route("/getLogs", get_logs, methods=["GET", "POST"])
+    app.add_api_route("/delete", delete, methods=["POST", "DELETE"])
+    app.add_api_route("/pinglink", ping, methods=["GET", "POST"])
+    app.add_api_route("/healthz", healthz, methods=["GET"])
+    app.add_api_route("/metrics", metrics, methods=["GET"])
+    if token:
+        app.add_middleware(BearerAuth, token=token)  # type: ignore[arg-type]
+    return app

@@ -1,12 +1,13 @@
 """Fixtures for the offload server tests: a real server process on a unix socket, podman, and a private Slurm.
 
-The Slurm instance is this test suite's own (namespace marea-slurm-off, subnet 10.233.0.0/24), started with the
-project's testbed script, plus one dynamic node (`slurmd -Z`) in its own network namespace; both are stopped at
-the end of the session.
+The Slurm instance is this test suite's own (namespace marea-slurm-off, subnet 10.233.0.0/24), started with
+the project's testbed script, plus one dynamic node (`slurmd -Z`) in its own network namespace; both are
+stopped at the end of the session.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -70,16 +71,31 @@ class Server:
         # unix socket paths are limited to 107 bytes: keep it short, outside pytest's long tmp path
         self.sock = Path(tempfile.mkdtemp(prefix="mo", dir="/tmp")) / "s.sock"
         self.config = workdir / "marea.toml"
-        self.config.write_text(toml.replace("@SOCK@", str(self.sock)).replace("@STATE@", str(workdir / "state")))
+        self.config.write_text(
+            toml.replace("@SOCK@", str(self.sock)).replace("@STATE@", str(workdir / "state"))
+        )
         self.proc: subprocess.Popen[bytes] | None = None
-        self.client = httpx.Client(transport=httpx.HTTPTransport(uds=str(self.sock)), base_url="http://offload",
-                                   timeout=60)
+        self.client = httpx.Client(
+            transport=httpx.HTTPTransport(uds=str(self.sock)), base_url="http://offload", timeout=60
+        )
 
     def start(self) -> Server:
         log = (self.workdir / "server.log").open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "marea.cli", "offload", "serve", "-c", str(self.config), "--log-level", "warning"],
-            stdout=log, stderr=log, cwd=self.workdir,
+            [
+                sys.executable,
+                "-m",
+                "marea.cli",
+                "offload",
+                "serve",
+                "-c",
+                str(self.config),
+                "--log-level",
+                "warning",
+            ],
+            stdout=log,
+            stderr=log,
+            cwd=self.workdir,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -124,8 +140,16 @@ class Server:
             "PodUID": pod["metadata"]["uid"],
             "PodName": pod["metadata"]["name"],
             "ContainerName": container,
-            "Opts": {"Tail": 0, "LimitBytes": 0, "Timestamps": False, "Follow": False, "Previous": False,
-                     "SinceSeconds": 0, "SinceTime": "0001-01-01T00:00:00Z", **opts},
+            "Opts": {
+                "Tail": 0,
+                "LimitBytes": 0,
+                "Timestamps": False,
+                "Follow": False,
+                "Previous": False,
+                "SinceSeconds": 0,
+                "SinceTime": "0001-01-01T00:00:00Z",
+                **opts,
+            },
         }
         return self.client.request("GET", "/getLogs", json=body)
 
@@ -156,14 +180,18 @@ def all_terminated(st: dict[str, Any]) -> bool:
 
 
 def podman_containers(uid: str) -> list[dict[str, Any]]:
-    res = subprocess.run([*PODMAN, "ps", "-a", "--format", "json", "--filter", f"label=marea.offload.pod={uid}"],
-                         capture_output=True, text=True, check=True)
+    res = subprocess.run(
+        [*PODMAN, "ps", "-a", "--format", "json", "--filter", f"label=marea.offload.pod={uid}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return list(json.loads(res.stdout or "[]"))
 
 
 @pytest.fixture(scope="session")
 def podman_image() -> str:
-    """podman + the local busybox image (made by testbeds/podman.sh install; idempotent and quick if present)."""
+    """podman + the local busybox image (testbeds/podman.sh install: idempotent, quick when present)."""
     subprocess.run(["bash", str(ROOT / "testbeds" / "podman.sh"), "install"], check=True, capture_output=True)
     return BUSYBOX
 
@@ -186,8 +214,12 @@ def local_server(tmp_path: Path, podman_image: str) -> Iterator[Server]:
 
 
 def _slurm(cmd: str) -> None:
-    subprocess.run(["bash", str(ROOT / "testbeds" / "slurm.sh"), cmd], check=True, capture_output=True,
-                   env={**os.environ, **SLURM_ENV})
+    subprocess.run(
+        ["bash", str(ROOT / "testbeds" / "slurm.sh"), cmd],
+        check=True,
+        capture_output=True,
+        env={**os.environ, **SLURM_ENV},
+    )
 
 
 def _sh(*args: str) -> None:
@@ -197,33 +229,59 @@ def _sh(*args: str) -> None:
 def stop_node() -> None:
     pid_file = Path(SLURM_ENV["MAREA_SLURM_BASE"]) / "run" / f"slurmd-{NODE}.pid"
     if pid_file.exists():
-        try:
+        with contextlib.suppress(ProcessLookupError, ValueError):
             os.kill(int(pid_file.read_text().strip()), signal.SIGTERM)
-        except (ProcessLookupError, ValueError):
-            pass
     if Path(f"/run/netns/{NODE_NS}").exists():
         subprocess.run(["ip", "netns", "del", NODE_NS], capture_output=True)
 
 
 @pytest.fixture(scope="session")
 def slurm_cluster(podman_image: str) -> Iterator[dict[str, str]]:
-    """Our own slurmctld (testbeds/slurm.sh with this suite's namespace) plus one dynamic node (2 CPUs, 1000 MB)."""
-    ns, subnet, base = SLURM_ENV["MAREA_SLURM_NS"], SLURM_ENV["MAREA_SLURM_SUBNET"], SLURM_ENV["MAREA_SLURM_BASE"]
+    """Our own slurmctld (testbeds/slurm.sh, this suite's namespace) plus one dynamic node (2 CPUs, 1 GB)."""
+    ns, subnet, base = (
+        SLURM_ENV["MAREA_SLURM_NS"],
+        SLURM_ENV["MAREA_SLURM_SUBNET"],
+        SLURM_ENV["MAREA_SLURM_BASE"],
+    )
     _slurm("install")
     _slurm("start")
     try:
         stop_node()
         _sh("ip", "netns", "add", NODE_NS)
         _sh("ip", "-n", NODE_NS, "link", "set", "lo", "up")
-        _sh("ip", "link", "add", "v-offn1", "netns", ns, "type", "veth", "peer", "name", "eth0", "netns", NODE_NS)
+        _sh(
+            "ip",
+            "link",
+            "add",
+            "v-offn1",
+            "netns",
+            ns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            NODE_NS,
+        )
         _sh("ip", "-n", ns, "link", "set", "v-offn1", "master", "br0", "up")
         _sh("ip", "-n", NODE_NS, "addr", "add", f"{subnet}.11/24", "dev", "eth0")
         _sh("ip", "-n", NODE_NS, "link", "set", "eth0", "up")
         (Path(base) / "spool" / NODE).mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            ["nsenter", f"--net=/run/netns/{NODE_NS}", "slurmd", "-Z", "-N", NODE, "--conf",
-             "CPUs=2 RealMemory=1000 Feature=marea"],
-            check=True, capture_output=True, env={**os.environ, "SLURM_CONF": SLURM_CONF},
+            [
+                "nsenter",
+                f"--net=/run/netns/{NODE_NS}",
+                "slurmd",
+                "-Z",
+                "-N",
+                NODE,
+                "--conf",
+                "CPUs=2 RealMemory=1000 Feature=marea",
+            ],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "SLURM_CONF": SLURM_CONF},
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -240,8 +298,13 @@ def slurm_cluster(podman_image: str) -> Iterator[dict[str, str]]:
 
 
 def slurm_client(*args: str) -> str:
-    res = subprocess.run(["nsenter", f"--net=/run/netns/{SLURM_ENV['MAREA_SLURM_NS']}", *args], capture_output=True,
-                         text=True, env={**os.environ, "SLURM_CONF": SLURM_CONF}, check=True)
+    res = subprocess.run(
+        ["nsenter", f"--net=/run/netns/{SLURM_ENV['MAREA_SLURM_NS']}", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "SLURM_CONF": SLURM_CONF},
+        check=True,
+    )
     return res.stdout
 
 
@@ -255,7 +318,7 @@ grace_s = 2
 
 [batch.slurm]
 partition = "marea"
-command_prefix = ["nsenter", "--net=/run/netns/{SLURM_ENV['MAREA_SLURM_NS']}"]
+command_prefix = ["nsenter", "--net=/run/netns/{SLURM_ENV["MAREA_SLURM_NS"]}"]
 slurm_conf = "{SLURM_CONF}"
 """
 

@@ -1,8 +1,8 @@
 """The local backend end to end: a real server process on a unix socket, real podman, the busybox image.
 
-Requests are shaped exactly as interLink 0.6.2 sends them (tests/data/offload/create_busybox.json: the pod with
-an init container, a ConfigMap volume, a Secret volume, an emptyDir, the service-account projected volume and
-env with valueFrom, plus the per-container `container[]` list).
+Requests are shaped exactly as interLink 0.6.2 sends them (tests/data/offload/create_busybox.json: the pod
+with an init container, a ConfigMap volume, a Secret volume, an emptyDir, the service-account projected volume
+and env with valueFrom, plus the per-container `container[]` list).
 """
 
 from __future__ import annotations
@@ -52,10 +52,17 @@ def test_full_pod_lifecycle_over_unix_socket(local_server: Server) -> None:
     followed: list[str] = []
 
     def follow() -> None:
-        with local_server.client.stream("GET", "/getLogs", json={
-            "PodUID": uid, "PodName": pod["metadata"]["name"], "Namespace": "cms", "ContainerName": "main",
-            "Opts": {"Follow": True, "SinceTime": "0001-01-01T00:00:00Z"},
-        }) as resp:
+        with local_server.client.stream(
+            "GET",
+            "/getLogs",
+            json={
+                "PodUID": uid,
+                "PodName": pod["metadata"]["name"],
+                "Namespace": "cms",
+                "ContainerName": "main",
+                "Opts": {"Follow": True, "SinceTime": "0001-01-01T00:00:00Z"},
+            },
+        ) as resp:
             assert resp.status_code == 200
             followed.extend(resp.iter_text())
 
@@ -147,8 +154,20 @@ def test_restart_while_running_keeps_status_and_orphans_nothing(local_server: Se
     # a container labelled as this server's but belonging to no recorded pod: a crash leftover
     orphan = str(uuid.uuid4())
     sid = server_id(local_server.workdir / "state" / "pods")
-    subprocess.run([*PODMAN, "create", "--label", f"marea.offload.server={sid}", "--label",
-                    f"marea.offload.pod={orphan}", BUSYBOX, "true"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *PODMAN,
+            "create",
+            "--label",
+            f"marea.offload.server={sid}",
+            "--label",
+            f"marea.offload.pod={orphan}",
+            BUSYBOX,
+            "true",
+        ],
+        check=True,
+        capture_output=True,
+    )
     assert podman_containers(orphan)
     restarted = Server.__new__(Server)
     restarted.__dict__.update(local_server.__dict__)
@@ -172,7 +191,9 @@ def test_bad_requests_get_short_clear_answers(local_server: Server) -> None:
     assert r.status_code == 422 and "uid" in r.text
     r = c.post("/create", json={"container": []})
     assert r.status_code == 422 and "pod is missing" in r.text
-    r = c.post("/create", json={"pod": {"metadata": {"name": "x", "uid": "u1", "namespace": "n"}, "spec": {}}})
+    r = c.post(
+        "/create", json={"pod": {"metadata": {"name": "x", "uid": "u1", "namespace": "n"}, "spec": {}}}
+    )
     assert r.status_code == 422 and "containers" in r.text
     req = simple_pod(str(uuid.uuid4()), "true", cpu="lots")
     r = c.post("/create", json=req)

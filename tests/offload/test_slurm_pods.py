@@ -55,20 +55,31 @@ def test_pod_runs_as_a_slurm_job(slurm_server: Server) -> None:
     followed: list[str] = []
 
     def follow() -> None:
-        body = {"PodUID": uid, "PodName": pod["metadata"]["name"], "Namespace": "cms", "ContainerName": "main",
-                "Opts": {"Follow": True}}
+        body = {
+            "PodUID": uid,
+            "PodName": pod["metadata"]["name"],
+            "Namespace": "cms",
+            "ContainerName": "main",
+            "Opts": {"Follow": True},
+        }
         with slurm_server.client.stream("GET", "/getLogs", json=body) as resp:
             followed.extend(resp.iter_text())
 
     t = threading.Thread(target=follow)
     t.start()
     final = wait_for(slurm_server, pod, all_terminated, timeout=60)[-1]
-    assert [c["state"]["terminated"]["exitCode"] for c in final["initContainers"] + final["containers"]] == [0, 0]
+    assert [c["state"]["terminated"]["exitCode"] for c in final["initContainers"] + final["containers"]] == [
+        0,
+        0,
+    ]
     t.join(30)
     assert not t.is_alive() and "tick 2" in "".join(followed) and "".join(followed).endswith("main done\n")
     logs = slurm_server.logs(pod, "main")
     assert logs.text.splitlines()[:3] == [
-        f"hello offload from {pod['metadata']['name']} in cms", "user=alice mode=fast", "s3cr3t-pw"]
+        f"hello offload from {pod['metadata']['name']} in cms",
+        "user=alice mode=fast",
+        "s3cr3t-pw",
+    ]
     assert slurm_server.logs(pod, "main", Tail=1).text == "main done\n"
 
     assert slurm_server.delete(pod).status_code == 200

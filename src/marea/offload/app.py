@@ -35,7 +35,9 @@ class BearerAuth:
         self.app = app
         self.expected = f"Bearer {token}".encode()
 
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]) -> None:
+    async def __call__(
+        self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
+    ) -> None:
         if scope["type"] == "http" and scope.get("path") != "/healthz":
             got = b""
             for k, v in scope.get("headers", []):
@@ -44,8 +46,13 @@ class BearerAuth:
                     break
             if not hmac.compare_digest(got, self.expected):
                 body = b"missing or wrong bearer token"
-                await send({"type": "http.response.start", "status": 401,
-                            "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")]})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [(b"content-type", b"text/plain"), (b"www-authenticate", b"Bearer")],
+                    }
+                )
                 await send({"type": "http.response.body", "body": body})
                 return
         await self.app(scope, receive, send)
@@ -63,8 +70,13 @@ def create_app(service: OffloadService, token: str | None = None) -> FastAPI:
         finally:
             await service.stop()
 
-    app = FastAPI(title="marea offload (interLink plugin)", lifespan=lifespan, openapi_url=None, docs_url=None,
-                  redoc_url=None)
+    app = FastAPI(
+        title="marea offload (interLink plugin)",
+        lifespan=lifespan,
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
+    )
     count = service.metrics.requests
 
     @app.exception_handler(WireError)

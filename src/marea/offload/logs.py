@@ -104,8 +104,15 @@ async def follow_log(
             entries = select(entries, req)
             first = False
         elif req.since_seconds or req.since_time:
-            entries = select(entries, LogRequest(ref=req.ref, container=req.container, since_time=req.since_time,
-                                                 since_seconds=req.since_seconds))
+            entries = select(
+                entries,
+                LogRequest(
+                    ref=req.ref,
+                    container=req.container,
+                    since_time=req.since_time,
+                    since_seconds=req.since_seconds,
+                ),
+            )
         out = render(entries, req.timestamps)
         if req.limit_bytes:
             out = out[: max(0, req.limit_bytes - sent)]

@@ -1,7 +1,7 @@
 """Turn a create request into a pod spec directory that `marea.offload.runner` can run anywhere.
 
 Layout (mode 0700, since plan.json can hold Secret values):
-    plan.json          containers in order, resolved env, mounts relative to the directory, podman command line
+    plan.json          containers in order, resolved env, mounts relative to the directory, podman flags
     pod.json           the raw pod as interLink sent it
     volumes/<name>/    one directory per volume: ConfigMap / Secret / projected files, or an empty dir
 
@@ -144,9 +144,13 @@ class PodDirWriter:
             (self.dir / "volumes" / name).mkdir(parents=True, exist_ok=True)
             (self.dir / "volumes" / name).chmod(0o777)
         elif "configMap" in v:
-            self._write_files(name, self._source("configMap", v["configMap"], name), v["configMap"].get("defaultMode"))
+            self._write_files(
+                name, self._source("configMap", v["configMap"], name), v["configMap"].get("defaultMode")
+            )
         elif "secret" in v:
-            self._write_files(name, self._source("secret", v["secret"], name), v["secret"].get("defaultMode", 0o644))
+            self._write_files(
+                name, self._source("secret", v["secret"], name), v["secret"].get("defaultMode", 0o644)
+            )
         elif "projected" in v or "downwardAPI" in v:
             self._projected(v, mode)
         else:
@@ -183,7 +187,10 @@ class PodDirWriter:
         env: dict[str, str] = {}
         for src in c.get("envFrom") or []:
             prefix = src.get("prefix", "")
-            for kind, pool, secret in (("configMapRef", self.req.configmaps, False), ("secretRef", self.req.secrets, True)):
+            for kind, pool, secret in (
+                ("configMapRef", self.req.configmaps, False),
+                ("secretRef", self.req.secrets, True),
+            ):
                 ref = src.get(kind)
                 if not ref:
                     continue
@@ -204,12 +211,17 @@ class PodDirWriter:
         return env
 
     def _value_from(self, vf: dict[str, Any]) -> str | None:
-        for kind, pool, secret in (("configMapKeyRef", self.req.configmaps, False), ("secretKeyRef", self.req.secrets, True)):
+        for kind, pool, secret in (
+            ("configMapKeyRef", self.req.configmaps, False),
+            ("secretKeyRef", self.req.secrets, True),
+        ):
             ref = vf.get(kind)
             if ref:
                 obj = pool.get(ref.get("name", ""))
                 if obj is None:
-                    return None  # interLink sends only mounted objects: an unmounted reference stays unresolved
+                    return (
+                        None  # interLink sends only mounted objects: an unmounted reference stays unresolved
+                    )
                 data = object_data(obj, secret)
                 key = ref.get("key", "")
                 return data[key].decode(errors="replace") if key in data else None

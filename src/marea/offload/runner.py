@@ -81,8 +81,18 @@ class PodRunner:
         """`podman create`; the env values go through the runner's environment (`--env NAME`), never argv."""
         name = self.cname(container)
         args = ["create", "--replace", "--name", name]
-        args += ["--label", f"marea.offload.pod={self.plan['uid']}", "--label", f"marea.offload.container={container['name']}"]
-        args += ["--log-driver", "k8s-file", "--log-opt", f"path={self.log_dir / (container['name'] + '.log')}"]
+        args += [
+            "--label",
+            f"marea.offload.pod={self.plan['uid']}",
+            "--label",
+            f"marea.offload.container={container['name']}",
+        ]
+        args += [
+            "--log-driver",
+            "k8s-file",
+            "--log-opt",
+            f"path={self.log_dir / (container['name'] + '.log')}",
+        ]
         args += list(self.plan.get("run_options", []))
         env = dict(os.environ)
         for key, value in container.get("env", {}).items():
@@ -102,8 +112,15 @@ class PodRunner:
             msg = (res.stderr.strip().splitlines() or ["podman create failed"])[-1][:300]
             self.set_state(
                 container,
-                {"terminated": {"exitCode": CREATE_FAILED, "reason": "CreateContainerError", "message": msg,
-                                "startedAt": now_iso(), "finishedAt": now_iso()}},
+                {
+                    "terminated": {
+                        "exitCode": CREATE_FAILED,
+                        "reason": "CreateContainerError",
+                        "message": msg,
+                        "startedAt": now_iso(),
+                        "finishedAt": now_iso(),
+                    }
+                },
             )
             return None
         return name
@@ -120,9 +137,18 @@ class PodRunner:
         started = now_iso()
         if res.returncode != 0:
             msg = (res.stderr.strip().splitlines() or ["podman start failed"])[-1][:300]
-            self.set_state(container, {"terminated": {"exitCode": CREATE_FAILED, "reason": "StartError",
-                                                      "message": msg, "startedAt": started,
-                                                      "finishedAt": now_iso()}})
+            self.set_state(
+                container,
+                {
+                    "terminated": {
+                        "exitCode": CREATE_FAILED,
+                        "reason": "StartError",
+                        "message": msg,
+                        "startedAt": started,
+                        "finishedAt": now_iso(),
+                    }
+                },
+            )
             return CREATE_FAILED
         with self.lock:
             self.started[container["name"]] = name
@@ -133,8 +159,17 @@ class PodRunner:
         except (ValueError, IndexError):
             code = 137
         reason = "Completed" if code == 0 else ("Killed" if self.stopping.is_set() else "Error")
-        self.set_state(container, {"terminated": {"exitCode": code, "reason": reason,
-                                                  "startedAt": started, "finishedAt": now_iso()}})
+        self.set_state(
+            container,
+            {
+                "terminated": {
+                    "exitCode": code,
+                    "reason": reason,
+                    "startedAt": started,
+                    "finishedAt": now_iso(),
+                }
+            },
+        )
         return code
 
     def on_term(self, signum: int, frame: object) -> None:
@@ -144,34 +179,48 @@ class PodRunner:
             names = list(self.started.values())
         if names:
             threading.Thread(
-                target=self.run_cmd, args=(["stop", "-t", str(self.plan.get("grace_s", 5)), *names],), daemon=True
+                target=self.run_cmd,
+                args=(["stop", "-t", str(self.plan.get("grace_s", 5)), *names],),
+                daemon=True,
             ).start()
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_term)
         signal.signal(signal.SIGINT, self.on_term)
-        write_json(self.status_dir / "_pod.json", {"phase": "Running", "pid": os.getpid(), "startedAt": now_iso()})
+        write_json(
+            self.status_dir / "_pod.json", {"phase": "Running", "pid": os.getpid(), "startedAt": now_iso()}
+        )
         init, apps = self.plan.get("initContainers", []), self.plan.get("containers", [])
         for c in [*init, *apps]:
-            self.set_state(c, {"waiting": {"reason": "PodInitializing" if c in apps and init else "ContainerCreating"}})
+            self.set_state(
+                c, {"waiting": {"reason": "PodInitializing" if c in apps and init else "ContainerCreating"}}
+            )
         result = 0
         for c in init:
             code = self.start_and_wait(c)
             if code != 0 or self.stopping.is_set():
                 result = code or 143
                 for app in apps:
-                    self.set_state(app, {"terminated": {
-                        "exitCode": result, "reason": "InitContainerFailed",
-                        "message": f"init container {c['name']} exited with code {code}; not started",
-                        "startedAt": now_iso(), "finishedAt": now_iso()}})
+                    self.set_state(
+                        app,
+                        {
+                            "terminated": {
+                                "exitCode": result,
+                                "reason": "InitContainerFailed",
+                                "message": f"init container {c['name']} exited with code {code}; not started",
+                                "startedAt": now_iso(),
+                                "finishedAt": now_iso(),
+                            }
+                        },
+                    )
                 break
         else:
             codes: dict[str, int] = {}
 
-            def one(c: dict[str, Any]) -> None:
-                codes[c["name"]] = self.start_and_wait(c)
+            def one(c: dict[str, Any], into: dict[str, int]) -> None:
+                into[c["name"]] = self.start_and_wait(c)
 
-            threads = [threading.Thread(target=one, args=(c,)) for c in apps]
+            threads = [threading.Thread(target=one, args=(c, codes)) for c in apps]
             for t in threads:
                 t.start()
             for t in threads:
@@ -179,12 +228,16 @@ class PodRunner:
                     t.join(0.5)
             result = next((code for code in codes.values() if code != 0), 0)
         self.cleanup()
-        write_json(self.status_dir / "_pod.json", {"phase": "Succeeded" if result == 0 else "Failed",
-                                                  "exitCode": result, "finishedAt": now_iso()})
+        write_json(
+            self.status_dir / "_pod.json",
+            {"phase": "Succeeded" if result == 0 else "Failed", "exitCode": result, "finishedAt": now_iso()},
+        )
         return result
 
     def cleanup(self) -> None:
-        names = [self.cname(c) for c in [*self.plan.get("initContainers", []), *self.plan.get("containers", [])]]
+        names = [
+            self.cname(c) for c in [*self.plan.get("initContainers", []), *self.plan.get("containers", [])]
+        ]
         self.run_cmd(["rm", "-f", "--ignore", *names])
 
 

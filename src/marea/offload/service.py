@@ -1,7 +1,7 @@
 """The offload service: records, the status cache and its refresh loop, between the HTTP app and a backend.
 
-/status is answered from `cache` (uid -> the InterlinkPodStatus bytes, serialised once per refresh), so its cost
-does not depend on the backend at all; the refresh loop makes one bulk backend query every `refresh_s`.
+/status is answered from `cache` (uid -> the InterlinkPodStatus bytes, serialised once per refresh), so its
+cost does not depend on the backend at all; the refresh loop makes one bulk backend query every `refresh_s`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "marea_offload_requests", "requests by endpoint and status code", ["endpoint", "code"],
+            "marea_offload_requests",
+            "requests by endpoint and status code",
+            ["endpoint", "code"],
             registry=self.registry,
         )
         self.pods = Gauge("marea_offload_pods", "pods known to the server", registry=self.registry)
@@ -64,7 +66,9 @@ class OffloadService:
             self._set(rec, waiting_pod(rec, "ContainerCreating"))
         await self.refresh_once()
         self._task = asyncio.create_task(self._loop())
-        log.info("offload service started: backend %s, %d pod(s) adopted", self.backend.name, len(self.records))
+        log.info(
+            "offload service started: backend %s, %d pod(s) adopted", self.backend.name, len(self.records)
+        )
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -180,7 +184,11 @@ class OffloadService:
         """A pod marea has no record of: its containers are reported terminated with reason NotFound."""
         init, apps = container_names(pod)
         rec = PodRecord(
-            uid=ref.uid, name=ref.name, namespace=ref.namespace, backend="", phase="",
+            uid=ref.uid,
+            name=ref.name,
+            namespace=ref.namespace,
+            backend="",
+            phase="",
             containers={"init": [list(x) for x in init], "containers": [list(x) for x in apps]},
         )
         st = terminated_pod(rec, "NotFound", "marea has no record of this pod")

@@ -1,7 +1,7 @@
 """The offload server's memory: pod UID -> backend job id and what was created for it (SQLite file).
 
-Written before the backend acts (state `creating`) and after (`created` with the job id), so a server killed at
-any point restarts knowing every pod it may have started: it adopts the running ones and cleans up the ones
+Written before the backend acts (state `creating`) and after (`created` with the job id), so a server killed
+at any point restarts knowing every pod it may have started: it adopts the running ones and cleans up the ones
 whose creation never finished. Its own file, separate from the engine's store: the two processes run
 independently and neither should lock the other.
 """

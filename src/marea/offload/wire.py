@@ -40,7 +40,7 @@ class PodRef:
 
 @dataclass
 class CreateRequest:
-    """One `InterlinkRetrievedPodData`: the raw pod plus the ConfigMaps / Secrets / projected maps it mounts."""
+    """One `InterlinkRetrievedPodData`: the raw pod plus the ConfigMaps, Secrets, projected maps it mounts."""
 
     ref: PodRef
     pod: dict[str, Any]
@@ -124,7 +124,9 @@ def check_spec(pod: dict[str, Any]) -> None:
             if env is not None and not (isinstance(env, list) and all(isinstance(e, dict) for e in env)):
                 raise WireError(422, f"pod.spec.{kind}[{i}].env must be a list of objects")
     vols = spec.get("volumes") or []
-    if not isinstance(vols, list) or not all(isinstance(v, dict) and isinstance(v.get("name"), str) for v in vols):
+    if not isinstance(vols, list) or not all(
+        isinstance(v, dict) and isinstance(v.get("name"), str) for v in vols
+    ):
         raise WireError(422, "pod.spec.volumes must be a list of objects with a name")
 
 
@@ -275,10 +277,6 @@ def container_names(pod: dict[str, Any]) -> tuple[list[tuple[str, str]], list[tu
         items = spec.get(key)
         if not isinstance(items, list):
             return []
-        return [
-            (str(c.get("name", "")), str(c.get("image", "")))
-            for c in items
-            if isinstance(c, dict)
-        ]
+        return [(str(c.get("name", "")), str(c.get("image", ""))) for c in items if isinstance(c, dict)]
 
     return pick("initContainers"), pick("containers")

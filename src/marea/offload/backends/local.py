@@ -7,6 +7,7 @@ storage of the user running the server: whatever the admin imported or pulled is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -62,12 +63,18 @@ class PodmanMixin:
 
     def podman(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [*self.settings.podman, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+            [*self.settings.podman, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
         )
 
     def labelled_containers(self) -> list[dict[str, Any]]:
         """One bulk query: every container the runner created (label marea.offload.pod)."""
-        res = self.podman("ps", "-a", "--format", "json", "--filter", f"label=marea.offload.server={self.server_id}")
+        res = self.podman(
+            "ps", "-a", "--format", "json", "--filter", f"label=marea.offload.server={self.server_id}"
+        )
         if res.returncode != 0:
             raise BackendError(f"podman ps failed: {res.stderr.strip()[-200:]}")
         doc = json.loads(res.stdout or "[]")
@@ -123,30 +130,24 @@ class LocalBackend(PodmanMixin, Backend):
         child = self.children.get(rec.uid)
         if child is not None:
             return child.poll() is None
-        pid = rec.objects.get("pid")
-        return bool(pid) and proc_start_time(int(pid)) == rec.objects.get("start")
+        pid = int(rec.objects.get("pid") or 0)
+        return pid > 0 and proc_start_time(pid) == rec.objects.get("start")
 
     def delete(self, rec: PodRecord) -> None:
-        pid = rec.objects.get("pid")
-        if pid and self.runner_alive(rec):
-            try:
-                os.killpg(int(pid), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        pid = int(rec.objects.get("pid") or 0)
+        if pid > 0 and self.runner_alive(rec):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
             deadline = time.monotonic() + self.settings.grace_s + 15
             while self.runner_alive(rec) and time.monotonic() < deadline:
                 time.sleep(0.1)
             if self.runner_alive(rec):
-                try:
-                    os.killpg(int(pid), signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
         child = self.children.pop(rec.uid, None)
         if child is not None:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
         self.remove_containers(rec.uid)
         remove_dir(self.pod_dir(rec))
         self.final.pop(rec.uid, None)

@@ -12,6 +12,7 @@ with the server (as Slurm's own working directories usually are). Logs are read 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -67,7 +68,11 @@ class SlurmBackend(PodmanMixin, Backend):
         cmd = [*self.slurm.command_prefix, *args]
         try:
             res = subprocess.run(
-                cmd, capture_output=True, text=True, env=self.env, timeout=self.slurm.command_timeout_s,
+                cmd,
+                capture_output=True,
+                text=True,
+                env=self.env,
+                timeout=self.slurm.command_timeout_s,
                 stdin=subprocess.DEVNULL,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -83,14 +88,22 @@ class SlurmBackend(PodmanMixin, Backend):
         """The job's resource request is the pod's: this is what makes it demand for the elastic engine."""
         want = pod_request(pod)
         args = [
-            "sbatch", "--parsable",
-            "-p", self.slurm.partition,
-            "-J", job_name(rec),
-            "-c", str(want.slurm_cpus),
-            "--mem", str(want.slurm_mem_mb),
-            "-D", str(pod_dir),
-            "-o", str(pod_dir / "slurm.out"),
-            "--comment", f"marea-offload pod {rec.uid}",
+            "sbatch",
+            "--parsable",
+            "-p",
+            self.slurm.partition,
+            "-J",
+            job_name(rec),
+            "-c",
+            str(want.slurm_cpus),
+            "--mem",
+            str(want.slurm_mem_mb),
+            "-D",
+            str(pod_dir),
+            "-o",
+            str(pod_dir / "slurm.out"),
+            "--comment",
+            f"marea-offload pod {rec.uid}",
         ]
         if want.gpus:
             args += ["--gres", f"gpu:{want.gpus}"]
@@ -114,10 +127,8 @@ class SlurmBackend(PodmanMixin, Backend):
 
     def delete(self, rec: PodRecord) -> None:
         if rec.jid:
-            try:
+            with contextlib.suppress(BackendError):  # already gone
                 self.client("scancel", rec.jid)
-            except BackendError:
-                pass  # already gone
             deadline = time.monotonic() + self.settings.grace_s + 20
             while time.monotonic() < deadline and self.job_active(rec.jid):
                 time.sleep(0.3)
@@ -166,7 +177,9 @@ class SlurmBackend(PodmanMixin, Backend):
             elif state in ACTIVE:
                 self.missing_since.pop(rec.uid, None)
             elif state:  # the job ended without the runner finishing: cancelled, timed out, node failure
-                st = lose_unfinished(st, "Job" + state.title().replace("_", ""), f"Slurm job {rec.jid} ended: {state}")
+                st = lose_unfinished(
+                    st, "Job" + state.title().replace("_", ""), f"Slurm job {rec.jid} ended: {state}"
+                )
                 self.final[rec.uid] = st
             else:
                 first = self.missing_since.setdefault(rec.uid, now)

@@ -57,7 +57,11 @@ class OffloadService:
     # -- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
         records = self.store.all()
-        gone = await asyncio.to_thread(self.backend.adopt, records)
+        try:
+            gone = await asyncio.to_thread(self.backend.adopt, records)
+        except BackendError as exc:  # serve anyway: statuses will say what the backend cannot do
+            log.warning("could not reconcile with the backend at start: %s", exc)
+            gone = []
         for rec in gone:
             self.store.delete(rec.uid)
         gone_ids = {r.uid for r in gone}

@@ -12,10 +12,9 @@ import socket
 from pathlib import Path
 
 import uvicorn
-from fastapi import FastAPI
 
 from marea.config import MareaConfig
-from marea.offload.app import create_app
+from marea.offload.app import ASGIApp, create_app
 from marea.offload.backends.base import Backend
 from marea.offload.service import OffloadService
 from marea.offload.state import PodStore
@@ -38,7 +37,7 @@ def make_backend(cfg: MareaConfig, name: str, state_dir: Path) -> Backend:
     raise ValueError(f"unknown backend {name!r}")
 
 
-def build_app(cfg: MareaConfig, backend_name: str, token: str | None) -> FastAPI:
+def build_app(cfg: MareaConfig, backend_name: str, token: str | None) -> ASGIApp:
     state_dir = cfg.path(cfg.offload.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     backend = make_backend(cfg, backend_name, state_dir)
@@ -72,7 +71,7 @@ def unix_socket(path: Path) -> socket.socket:
     return sock
 
 
-def serve(app: FastAPI, socket_path: Path | None, host: str, port: int, log_level: str = "info") -> None:
+def serve(app: ASGIApp, socket_path: Path | None, host: str, port: int, log_level: str = "info") -> None:
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False, lifespan="on")
     server = uvicorn.Server(config)

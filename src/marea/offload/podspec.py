@@ -169,10 +169,11 @@ class PodDirWriter:
         if "downwardAPI" in v:
             sources = [{"downwardAPI": v["downwardAPI"]}]
         for src in sources:
+            # best effort: interLink normally sends the projected volume whole, as one map (handled above)
             if "configMap" in src:
-                files.update(self._source("configMap", src["configMap"], name))
+                files.update(self._source("configMap", {**src["configMap"], "optional": True}, name))
             elif "secret" in src:
-                files.update(self._source("secret", src["secret"], name))
+                files.update(self._source("secret", {**src["secret"], "optional": True}, name))
             elif "downwardAPI" in src:
                 for item in src["downwardAPI"].get("items") or []:
                     value = _field(self.pod, (item.get("fieldRef") or {}).get("fieldPath", ""))

@@ -16,10 +16,12 @@ setup: $(BIN)/marea
 
 testbeds:
 	bash testbeds/slurm.sh install
+	bash testbeds/postgres.sh install
 	bash testbeds/podman.sh install
 
 demo: setup
 	bash testbeds/slurm.sh install
+	bash testbeds/postgres.sh install
 	$(BIN)/marea demo
 
 lint: setup

@@ -233,6 +233,9 @@ class MareaConfig(_Strict):
 
     def state_url(self) -> str:
         s = self.cluster.state
+        if s.startswith(("postgresql://", "postgres://")):
+            # SQLAlchemy would pick psycopg2; marea ships with psycopg 3 (extra "postgres")
+            return "postgresql+psycopg://" + s.split("://", 1)[1]
         if "://" in s:
             return s
         return f"sqlite:///{self.path(s).resolve()}"
@@ -257,7 +260,7 @@ class MareaConfig(_Strict):
         return self.worker.user_data
 
 
-def _describe(err: dict[str, Any]) -> str:
+def _describe(err: Any) -> str:
     loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
     msg = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":

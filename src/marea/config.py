@@ -178,6 +178,10 @@ class OffloadKubernetesSection(_Strict):
     timeout_s: PositiveSeconds = 30.0
 
 
+PODMAN_COMMAND = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+PODMAN_RUN_OPTIONS = ["--network", "host", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+
+
 class OffloadSection(_Strict):
     """`marea offload serve`: the interLink plugin server."""
 
@@ -192,9 +196,9 @@ class OffloadSection(_Strict):
     state_dir: str = "marea-offload"
     refresh_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     #: the podman command line (runtime flags that work in restricted hosts)
-    podman: list[str] = "podman --runtime runc --cgroup-manager cgroupfs --events-backend file".split()
+    podman: list[str] = PODMAN_COMMAND
     #: options of every `podman create` (host network: a pod's containers share localhost, as in Kubernetes)
-    run_options: list[str] = "--network host --ulimit nofile=1024:1024 --ulimit nproc=1024:1024".split()
+    run_options: list[str] = PODMAN_RUN_OPTIONS
     grace_s: Annotated[int, Field(ge=0, le=300)] = 5
     #: pods the virtual node accepts (the ping's `pods`)
     max_pods: Annotated[int, Field(ge=1)] = 110

@@ -71,9 +71,7 @@ class Server:
         # unix socket paths are limited to 107 bytes: keep it short, outside pytest's long tmp path
         self.sock = Path(tempfile.mkdtemp(prefix="mo", dir="/tmp")) / "s.sock"
         self.config = workdir / "marea.toml"
-        self.config.write_text(
-            toml.replace("@SOCK@", str(self.sock)).replace("@STATE@", str(workdir / "state"))
-        )
+        self.config.write_text(toml.replace("@SOCK@", str(self.sock)).replace("@STATE@", str(workdir / "state")))
         self.proc: subprocess.Popen[bytes] | None = None
         self.client = httpx.Client(
             transport=httpx.HTTPTransport(uds=str(self.sock)), base_url="http://offload", timeout=60

@@ -94,9 +94,7 @@ class FakeKube:
         obj = await request.json()
         ns, kind = request.path_params["ns"], request.path_params["kind"]
         if ("namespaces", "", ns) not in self.objects:
-            return JSONResponse(
-                {"kind": "Status", "code": 404, "message": f'namespaces "{ns}" not found'}, 404
-            )
+            return JSONResponse({"kind": "Status", "code": 404, "message": f'namespaces "{ns}" not found'}, 404)
         key = (kind, ns, obj["metadata"]["name"])
         if key in self.objects:
             return JSONResponse({"kind": "Status", "code": 409, "reason": "AlreadyExists"}, 409)
@@ -137,9 +135,7 @@ class FakeKube:
         if (denied := self._auth(request)) is not None:
             return denied
         q = request.query_params
-        lines = self.logs.get(
-            (request.path_params["ns"], request.path_params["name"], q.get("container", ""))
-        )
+        lines = self.logs.get((request.path_params["ns"], request.path_params["name"], q.get("container", "")))
         if lines is None:
             return JSONResponse({"kind": "Status", "code": 404, "message": "container not found"}, 404)
         if q.get("tailLines"):

@@ -40,9 +40,7 @@ def strategy(schema: dict[str, Any], depth: int = 0) -> st.SearchStrategy[Any]:
     if "$ref" in schema:
         return strategy(SCHEMAS[schema["$ref"].rsplit("/", 1)[-1]], depth)
     if depth > MAX_DEPTH:
-        return (
-            st.none() if schema.get("nullable") else st.just({} if schema.get("type") == "object" else None)
-        )
+        return st.none() if schema.get("nullable") else st.just({} if schema.get("type") == "object" else None)
     base: st.SearchStrategy[Any]
     kind = schema.get("type")
     if kind == "string":
@@ -171,12 +169,8 @@ def test_fuzzing_reached_the_backend(fuzz_server: Server) -> None:
     accepted = [
         float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()
-        if line.startswith("marea_offload_requests_total")
-        and 'endpoint="/create"' in line
-        and 'code="200"' in line
+        if line.startswith("marea_offload_requests_total") and 'endpoint="/create"' in line and 'code="200"' in line
     ]
-    rejected = [
-        line for line in metrics.splitlines() if 'endpoint="/create"' in line and 'code="422"' in line
-    ]
+    rejected = [line for line in metrics.splitlines() if 'endpoint="/create"' in line and 'code="422"' in line]
     assert accepted and accepted[0] >= 5, metrics
     assert rejected

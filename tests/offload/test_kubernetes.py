@@ -157,9 +157,7 @@ def test_pod_lifecycle_through_the_api(kube_server: Server, fake_kube: FakeKube)
         "initContainerStatuses": [done_init],
         "containerStatuses": [running],
     }
-    wait_for(
-        kube_server, pod, lambda st: states(st) == {"prepare": "terminated", "main": "running"}, timeout=10
-    )
+    wait_for(kube_server, pod, lambda st: states(st) == {"prepare": "terminated", "main": "running"}, timeout=10)
 
     fake_kube.logs[(ns, name, "main")] = ["one", "two", "three"]
     assert kube_server.logs(pod, "main").text == "one\ntwo\nthree\n"
@@ -171,9 +169,7 @@ def test_pod_lifecycle_through_the_api(kube_server: Server, fake_kube: FakeKube)
     ) in fake_kube.requests
     started = time.monotonic()
     followed = kube_server.logs(pod, "main", Follow=True)
-    assert (
-        followed.text == "one\ntwo\nthree\n" and time.monotonic() - started >= 0.6
-    )  # streamed, not buffered
+    assert followed.text == "one\ntwo\nthree\n" and time.monotonic() - started >= 0.6  # streamed, not buffered
 
     finished = copy.deepcopy(running)
     finished["state"] = {"terminated": {"exitCode": 3, "reason": "Error"}}

@@ -191,9 +191,7 @@ def test_bad_requests_get_short_clear_answers(local_server: Server) -> None:
     assert r.status_code == 422 and "uid" in r.text
     r = c.post("/create", json={"container": []})
     assert r.status_code == 422 and "pod is missing" in r.text
-    r = c.post(
-        "/create", json={"pod": {"metadata": {"name": "x", "uid": "u1", "namespace": "n"}, "spec": {}}}
-    )
+    r = c.post("/create", json={"pod": {"metadata": {"name": "x", "uid": "u1", "namespace": "n"}, "spec": {}}})
     assert r.status_code == 422 and "containers" in r.text
     req = simple_pod(str(uuid.uuid4()), "true", cpu="lots")
     r = c.post("/create", json=req)

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from marea.batch.slurm import parse_demand
+from marea.model import Resources
 from tests.offload.conftest import (
     Server,
     all_terminated,
@@ -106,6 +108,10 @@ def test_pending_pod_is_demand_and_delete_cancels_it(slurm_server: Server) -> No
     assert job is not None
     assert job["job_state"] == "PENDING" and job["partition"] == "marea"
     assert job["cpus"] == 4 and job["memory_per_node"] == 1536
+    # and the elastic engine's own Slurm demand parser counts it: one job of 4 cores and 1536 MB
+    squeue = json.loads(slurm_client("squeue", "--json", "--states=PENDING"))
+    groups, queued = parse_demand(squeue, "marea")
+    assert queued >= 1 and any(g.request == Resources(4.0, 1536.0, 0) and g.count >= 1 for g in groups)
     time.sleep(1)
     st = slurm_server.status(req["pod"])
     waiting = st["containers"][0]["state"]["waiting"]

@@ -181,15 +181,11 @@ def test_pod_directory_builds_projected_files_when_no_map_arrived(tmp_path: Path
         (lambda r: r["container"][0].update(configMaps=None), "did not arrive"),
         (lambda r: r["container"][1]["secrets"][0]["data"].update(password="%%%"), "base64"),
         (
-            lambda r: r["pod"]["spec"]["volumes"].append(
-                {"name": "pvc", "persistentVolumeClaim": {"claimName": "x"}}
-            ),
+            lambda r: r["pod"]["spec"]["volumes"].append({"name": "pvc", "persistentVolumeClaim": {"claimName": "x"}}),
             "not supported",
         ),
         (
-            lambda r: r["pod"]["spec"]["containers"][0]["volumeMounts"].append(
-                {"name": "nope", "mountPath": "/x"}
-            ),
+            lambda r: r["pod"]["spec"]["containers"][0]["volumeMounts"].append({"name": "nope", "mountPath": "/x"}),
             "names no volume",
         ),
         (

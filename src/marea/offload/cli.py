@@ -24,9 +24,7 @@ def _fail(message: str, code: int = 2) -> typer.Exit:
 def serve_command(
     config: Annotated[Path | None, typer.Option("-c", "--config", help="marea.toml")] = None,
     backend: Annotated[str | None, typer.Option("--backend", help="local | slurm | kubernetes")] = None,
-    socket: Annotated[
-        Path | None, typer.Option("--socket", help="unix socket path (default transport)")
-    ] = None,
+    socket: Annotated[Path | None, typer.Option("--socket", help="unix socket path (default transport)")] = None,
     port: Annotated[int | None, typer.Option("--port", help="serve TCP on this port (needs a token)")] = None,
     host: Annotated[str | None, typer.Option("--host", help="TCP address to bind")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="allow TCP without a bearer token")] = False,

@@ -144,13 +144,9 @@ class PodDirWriter:
             (self.dir / "volumes" / name).mkdir(parents=True, exist_ok=True)
             (self.dir / "volumes" / name).chmod(0o777)
         elif "configMap" in v:
-            self._write_files(
-                name, self._source("configMap", v["configMap"], name), v["configMap"].get("defaultMode")
-            )
+            self._write_files(name, self._source("configMap", v["configMap"], name), v["configMap"].get("defaultMode"))
         elif "secret" in v:
-            self._write_files(
-                name, self._source("secret", v["secret"], name), v["secret"].get("defaultMode", 0o644)
-            )
+            self._write_files(name, self._source("secret", v["secret"], name), v["secret"].get("defaultMode", 0o644))
         elif "projected" in v or "downwardAPI" in v:
             self._projected(v, mode)
         else:
@@ -220,9 +216,7 @@ class PodDirWriter:
             if ref:
                 obj = pool.get(ref.get("name", ""))
                 if obj is None:
-                    return (
-                        None  # interLink sends only mounted objects: an unmounted reference stays unresolved
-                    )
+                    return None  # interLink sends only mounted objects: an unmounted reference stays unresolved
                 data = object_data(obj, secret)
                 key = ref.get("key", "")
                 return data[key].decode(errors="replace") if key in data else None

@@ -73,9 +73,7 @@ class PodRunner:
             write_json(self.status_dir / f"{container['name']}.json", doc)
 
     def run_cmd(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.podman, *args], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL
-        )
+        return subprocess.run([*self.podman, *args], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
 
     def create(self, container: dict[str, Any]) -> str | None:
         """`podman create`; the env values go through the runner's environment (`--env NAME`), never argv."""
@@ -187,14 +185,10 @@ class PodRunner:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_term)
         signal.signal(signal.SIGINT, self.on_term)
-        write_json(
-            self.status_dir / "_pod.json", {"phase": "Running", "pid": os.getpid(), "startedAt": now_iso()}
-        )
+        write_json(self.status_dir / "_pod.json", {"phase": "Running", "pid": os.getpid(), "startedAt": now_iso()})
         init, apps = self.plan.get("initContainers", []), self.plan.get("containers", [])
         for c in [*init, *apps]:
-            self.set_state(
-                c, {"waiting": {"reason": "PodInitializing" if c in apps and init else "ContainerCreating"}}
-            )
+            self.set_state(c, {"waiting": {"reason": "PodInitializing" if c in apps and init else "ContainerCreating"}})
         result = 0
         for c in init:
             code = self.start_and_wait(c)
@@ -235,9 +229,7 @@ class PodRunner:
         return result
 
     def cleanup(self) -> None:
-        names = [
-            self.cname(c) for c in [*self.plan.get("initContainers", []), *self.plan.get("containers", [])]
-        ]
+        names = [self.cname(c) for c in [*self.plan.get("initContainers", []), *self.plan.get("containers", [])]]
         self.run_cmd(["rm", "-f", "--ignore", *names])
 
 

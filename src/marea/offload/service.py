@@ -70,9 +70,7 @@ class OffloadService:
             self._set(rec, waiting_pod(rec, "ContainerCreating"))
         await self.refresh_once()
         self._task = asyncio.create_task(self._loop())
-        log.info(
-            "offload service started: backend %s, %d pod(s) adopted", self.backend.name, len(self.records)
-        )
+        log.info("offload service started: backend %s, %d pod(s) adopted", self.backend.name, len(self.records))
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -131,9 +131,7 @@ def check_spec(pod: dict[str, Any]) -> None:
             if env is not None and not (isinstance(env, list) and all(isinstance(e, dict) for e in env)):
                 raise WireError(422, f"pod.spec.{kind}[{i}].env must be a list of objects")
     vols = spec.get("volumes") or []
-    if not isinstance(vols, list) or not all(
-        isinstance(v, dict) and isinstance(v.get("name"), str) for v in vols
-    ):
+    if not isinstance(vols, list) or not all(isinstance(v, dict) and isinstance(v.get("name"), str) for v in vols):
         raise WireError(422, "pod.spec.volumes must be a list of objects with a name")
 
 
@@ -149,9 +147,7 @@ def _named_objects(items: Any, what: str) -> dict[str, dict[str, Any]]:
         name = _str(meta.get("name"), f"{what}[{i}].metadata.name")
         for key in ("data", "stringData", "binaryData"):
             data = obj.get(key)
-            if data is not None and not (
-                isinstance(data, dict) and all(isinstance(v, str) for v in data.values())
-            ):
+            if data is not None and not (isinstance(data, dict) and all(isinstance(v, str) for v in data.values())):
                 raise WireError(422, f"{what}[{i}].{key} must map keys to strings")
         out[name] = obj
     return out

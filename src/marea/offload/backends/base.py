@@ -98,5 +98,5 @@ class Backend(ABC):
         """At start: reconcile with the backend; return the records that no longer exist. Default: none."""
         return []
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release clients and threads (pods keep running)."""

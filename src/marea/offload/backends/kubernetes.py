@@ -254,9 +254,7 @@ def remote_statuses(rec: PodRecord, item: dict[str, Any]) -> PodStatuses:
         for name, image in rec.containers.get(kind, []):
             c = by_name.get(name)
             if c is None:
-                state: dict[str, Any] = {
-                    "waiting": {"reason": reason, **({"message": message} if message else {})}
-                }
+                state: dict[str, Any] = {"waiting": {"reason": reason, **({"message": message} if message else {})}}
                 target.append(container_status(name, image, state))
             else:
                 target.append(dict(c))

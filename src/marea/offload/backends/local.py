@@ -72,9 +72,7 @@ class PodmanMixin:
 
     def labelled_containers(self) -> list[dict[str, Any]]:
         """One bulk query: every container the runner created (label marea.offload.pod)."""
-        res = self.podman(
-            "ps", "-a", "--format", "json", "--filter", f"label=marea.offload.server={self.server_id}"
-        )
+        res = self.podman("ps", "-a", "--format", "json", "--filter", f"label=marea.offload.server={self.server_id}")
         if res.returncode != 0:
             raise BackendError(f"podman ps failed: {res.stderr.strip()[-200:]}")
         doc = json.loads(res.stdout or "[]")

@@ -51,9 +51,7 @@ def lose_unfinished(st: PodStatuses, reason: str, message: str) -> PodStatuses:
     return st
 
 
-def container_log(
-    rec: PodRecord, pod_dir: Path, req: LogRequest, finished: Callable[[], bool]
-) -> AsyncIterator[bytes]:
+def container_log(rec: PodRecord, pod_dir: Path, req: LogRequest, finished: Callable[[], bool]) -> AsyncIterator[bytes]:
     names = [n for kind in ("init", "containers") for n, _ in rec.containers.get(kind, [])]
     if req.container not in names:
         raise WireError(404, f"pod {rec.namespace}/{rec.name} has no container {req.container!r}")

@@ -177,9 +177,7 @@ class SlurmBackend(PodmanMixin, Backend):
             elif state in ACTIVE:
                 self.missing_since.pop(rec.uid, None)
             elif state:  # the job ended without the runner finishing: cancelled, timed out, node failure
-                st = lose_unfinished(
-                    st, "Job" + state.title().replace("_", ""), f"Slurm job {rec.jid} ended: {state}"
-                )
+                st = lose_unfinished(st, "Job" + state.title().replace("_", ""), f"Slurm job {rec.jid} ended: {state}")
                 self.final[rec.uid] = st
             else:
                 first = self.missing_since.setdefault(rec.uid, now)

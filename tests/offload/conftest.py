@@ -11,6 +11,7 @@ import contextlib
 import copy
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -114,6 +115,7 @@ class Server:
         self.proc.wait(10)
 
     def stop(self) -> None:
+        self.client.close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -121,6 +123,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        shutil.rmtree(self.sock.parent, ignore_errors=True)
 
     # -- the interLink calls ---------------------------------------------------------------------------------
     def create(self, req: Any) -> httpx.Response:

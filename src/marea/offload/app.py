@@ -101,8 +101,14 @@ class StatusFastPath:
             answer = self.service.status_body(pods)
             self.ok.inc()
         else:  # the ping: resources from the backend
+            try:
+                answer = json.dumps(await self.service.ping()).encode()
+            except BackendError as exc:
+                self.service.metrics.requests.labels("/pinglink", "502").inc()
+                log.warning("ping: backend error: %s", exc)
+                await _answer(send, 502, _TEXT_HEADERS, f"backend error: {exc}".encode())
+                return
             self.service.metrics.requests.labels("/pinglink", "200").inc()
-            answer = json.dumps(await self.service.ping()).encode()
         await _answer(send, 200, _JSON_HEADERS, answer)
 
 

@@ -92,13 +92,12 @@ class StatusFastPath:
             more = msg.get("more_body", False)
         body = b"".join(chunks)
         try:
-            pods = parse_pod_list(body)
+            answer = self.service.status_answer(body)
         except WireError as exc:
             self.service.metrics.requests.labels("/status", str(exc.status)).inc()
             await _answer(send, exc.status, _TEXT_HEADERS, exc.message.encode())
             return
-        if pods:
-            answer = self.service.status_body(pods)
+        if answer is not None:
             self.ok.inc()
         else:  # the ping: resources from the backend
             try:

@@ -18,7 +18,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from marea.offload.backends.base import Backend, BackendError, PodStatuses, terminated_pod, waiting_pod
 from marea.offload.quantity import QuantityError, pod_request
 from marea.offload.state import PodRecord, PodStore
-from marea.offload.wire import CreateRequest, LogRequest, PodRef, WireError, container_names, pod_status
+from marea.offload.wire import (
+    CreateRequest,
+    LogRequest,
+    PodRef,
+    WireError,
+    container_names,
+    parse_pod_list,
+    pod_status,
+)
 
 log = logging.getLogger("marea.offload")
 
@@ -42,13 +50,18 @@ class Metrics:
 
 
 class OffloadService:
-    def __init__(self, backend: Backend, store: PodStore, refresh_s: float = 2.0) -> None:
+    def __init__(
+        self, backend: Backend, store: PodStore, refresh_s: float = 2.0, parse_cache_size: int = 16384
+    ) -> None:
         self.backend = backend
         self.store = store
         self.refresh_s = refresh_s
         self.records: dict[str, PodRecord] = {}
         self.statuses: dict[str, PodStatuses] = {}
         self.cache: dict[str, bytes] = {}
+        #: raw /status body -> the pod references in it (see status_answer)
+        self.parsed: dict[bytes, tuple[PodRef, ...]] = {}
+        self.parse_cache_size = parse_cache_size
         self.locks: dict[str, asyncio.Lock] = {}
         self.metrics = Metrics()
         self._task: asyncio.Task[None] | None = None
@@ -173,6 +186,31 @@ class OffloadService:
             self.metrics.pods.set(len(self.records))
         self.locks.pop(ref.uid, None)
         return True
+
+    def status_answer(self, body: bytes) -> bytes | None:
+        """The /status answer for a raw request body; None for the ping (`[]`). Raises WireError.
+
+        interLink re-sends each active pod every 5 s, and the body is byte-identical until the pod changes, so
+        the pod references parsed from a body are kept (bounded, oldest out first): parsing a full v1.Pod is
+        the largest cost of a status call, larger than all the rest together.
+        """
+        refs = self.parsed.get(body)
+        if refs is None:
+            pods = parse_pod_list(body)
+            if not pods:
+                return None
+            refs = tuple(ref for ref, _ in pods)
+            if self.parse_cache_size:
+                if len(self.parsed) >= self.parse_cache_size:
+                    del self.parsed[next(iter(self.parsed))]
+                self.parsed[body] = refs
+        parts = []
+        for ref in refs:
+            cached = self.cache.get(ref.uid)
+            if cached is None:  # an unknown pod: its answer needs the container names from the full pod
+                return self.status_body(parse_pod_list(body))
+            parts.append(cached)
+        return b"[" + b",".join(parts) + b"]"
 
     def status_body(self, pods: list[tuple[PodRef, dict[str, Any]]]) -> bytes:
         parts = []

@@ -212,3 +212,26 @@ def test_optional_configmap_may_be_missing(tmp_path: Path) -> None:
     assert (tmp_path / "pod/volumes/settings").is_dir()
     secret = base64.b64encode(b"x").decode()
     assert secret == "eA=="
+
+
+def test_status_parse_cache_never_serves_stale_answers(tmp_path: Path) -> None:
+    from marea.offload.service import OffloadService
+    from marea.offload.state import PodStore
+    from marea.offload.wire import pod_status
+
+    svc = OffloadService(None, PodStore(tmp_path / "s.db"), parse_cache_size=2)  # type: ignore[arg-type]
+    pods = [load_create(f"u-{i}")["pod"] for i in range(3)]
+    bodies = [body([p]) for p in pods]
+    ref = PodRef("u-0", "pod-u-0", "cms")
+    svc.cache["u-0"] = pod_status(ref, "1", [{"name": "main", "state": {"waiting": {}}}], [])
+    first = json.loads(svc.status_answer(bodies[0]) or b"")
+    assert first[0]["containers"][0]["state"] == {"waiting": {}}
+    svc.cache["u-0"] = pod_status(ref, "1", [{"name": "main", "state": {"running": {}}}], [])
+    assert json.loads(svc.status_answer(bodies[0]) or b"")[0]["containers"][0]["state"] == {"running": {}}
+    unknown = json.loads(svc.status_answer(bodies[1]) or b"")
+    assert unknown[0]["containers"][0]["state"]["terminated"]["reason"] == "NotFound"
+    svc.status_answer(bodies[2])
+    assert len(svc.parsed) <= 2
+    assert svc.status_answer(b"[]") is None
+    with pytest.raises(WireError):
+        svc.status_answer(b"[{}]")

@@ -29,6 +29,8 @@ class FakeKube:
         self.requests: list[tuple[str, str, str]] = []  # method, path, query
         self.logs: dict[tuple[str, str, str], list[str]] = {}  # (ns, pod, container) -> lines
         self.follow_delay = 0.3
+        self.version = 100
+        self.events: list[tuple[int, str, dict[str, Any]]] = []  # pod watch events: (resourceVersion, type, pod)
         self.app = Starlette(
             routes=[
                 Route("/api/v1/namespaces", self.create_ns, methods=["POST"]),
@@ -101,7 +103,18 @@ class FakeKube:
         if kind == "pods":
             obj["status"] = {"phase": "Pending"}
         self.objects[key] = obj
+        if kind == "pods":
+            self.event("ADDED", obj)
         return JSONResponse(obj, 201)
+
+    def event(self, kind: str, pod: dict[str, Any]) -> None:
+        self.version += 1
+        pod["metadata"]["resourceVersion"] = str(self.version)
+        self.events.append((self.version, kind, json.loads(json.dumps(pod))))
+
+    def modified(self, ns: str, name: str) -> None:
+        """The test changed a pod's status in place: tell the watchers, as the API server would."""
+        self.event("MODIFIED", self.objects[("pods", ns, name)])
 
     async def delete(self, request: Request) -> Response:
         if (denied := self._auth(request)) is not None:
@@ -109,18 +122,35 @@ class FakeKube:
         key = (request.path_params["kind"], request.path_params["ns"], request.path_params["name"])
         if key not in self.objects:
             return JSONResponse({"kind": "Status", "code": 404, "reason": "NotFound"}, 404)
-        return JSONResponse(self.objects.pop(key), 200)
+        obj = self.objects.pop(key)
+        if key[0] == "pods":
+            self.event("DELETED", obj)
+        return JSONResponse(obj, 200)
 
     async def list_pods(self, request: Request) -> Response:
         if (denied := self._auth(request)) is not None:
             return denied
         key, _, value = request.query_params.get("labelSelector", "").partition("=")
-        items = [
-            o
-            for (kind, _, _), o in self.objects.items()
-            if kind == "pods" and (not key or o["metadata"].get("labels", {}).get(key) == value)
-        ]
-        return JSONResponse({"kind": "PodList", "apiVersion": "v1", "items": items})
+
+        def selected(o: dict[str, Any]) -> bool:
+            return not key or o["metadata"].get("labels", {}).get(key) == value
+
+        if request.query_params.get("watch") == "true":
+            since = int(request.query_params.get("resourceVersion") or 0)
+
+            async def stream() -> Any:
+                sent = since
+                while not self.server.should_exit:
+                    for version, kind, obj in list(self.events):
+                        if version > sent and selected(obj):
+                            yield json.dumps({"type": kind, "object": obj}).encode() + b"\n"
+                        sent = max(sent, version)
+                    await asyncio.sleep(0.05)
+
+            return StreamingResponse(stream(), media_type="application/json")
+        items = [o for (kind, _, _), o in self.objects.items() if kind == "pods" and selected(o)]
+        meta = {"resourceVersion": str(self.version)}
+        return JSONResponse({"kind": "PodList", "apiVersion": "v1", "metadata": meta, "items": items})
 
     async def nodes(self, request: Request) -> Response:
         if (denied := self._auth(request)) is not None:

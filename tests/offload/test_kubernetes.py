@@ -157,6 +157,7 @@ def test_pod_lifecycle_through_the_api(kube_server: Server, fake_kube: FakeKube)
         "initContainerStatuses": [done_init],
         "containerStatuses": [running],
     }
+    fake_kube.modified(ns, name)
     wait_for(kube_server, pod, lambda st: states(st) == {"prepare": "terminated", "main": "running"}, timeout=10)
 
     fake_kube.logs[(ns, name, "main")] = ["one", "two", "three"]
@@ -174,15 +175,17 @@ def test_pod_lifecycle_through_the_api(kube_server: Server, fake_kube: FakeKube)
     finished = copy.deepcopy(running)
     finished["state"] = {"terminated": {"exitCode": 3, "reason": "Error"}}
     remote["status"]["containerStatuses"] = [finished]
+    fake_kube.modified(ns, name)
     st = wait_for(kube_server, pod, lambda st: states(st)["main"] == "terminated", timeout=10)[-1]
     assert st["containers"][0]["state"]["terminated"]["exitCode"] == 3
 
-    lists = [q for m, p, q in fake_kube.requests if p == "/api/v1/pods"]
-    status_calls = 20
-    for _ in range(status_calls):
+    # the status changes above arrived through the watch: one watch, no LIST per refresh or per status call
+    watches = [q for m, p, q in fake_kube.requests if p == "/api/v1/pods" and "watch=true" in q]
+    lists = [q for m, p, q in fake_kube.requests if p == "/api/v1/pods" and "watch=true" not in q]
+    assert len(watches) == 1 and len(lists) <= 3, (watches, lists)
+    for _ in range(20):
         kube_server.status(pod)
-    lists_after = [q for m, p, q in fake_kube.requests if p == "/api/v1/pods"]
-    assert len(lists_after) - len(lists) < status_calls / 2, "status must be served from the cache"
+    assert [q for m, p, q in fake_kube.requests if p == "/api/v1/pods" and "watch" not in q] == lists
 
     ping = kube_server.client.request("GET", "/status", json=[]).json()
     assert ping["resources"]["cpu"] == "7" and ping["resources"]["memory"] == "16384Mi"

@@ -1,17 +1,21 @@
 """The `kubernetes` backend: pods go to a remote cluster through its REST API (kubeconfig: token or cert).
 
 Deliberately thin: what to create is decided by `kubetranslate` (pure, schema-tested); this module only sends
-it. Status for every pod comes from one LIST of the pods marea manages (label selector) per refresh, not one
-GET per status request. Logs are proxied from the API server's log endpoint, follow included (streamed).
+it. Status for every pod comes from a watch-fed cache (one LIST of the pods marea manages, by label, then a
+WATCH from its resourceVersion; relist on any error), not from one GET per status request. Logs are proxied
+from the API server's log endpoint, follow included (streamed).
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import json
+import logging
 import os
 import ssl
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -35,6 +39,9 @@ from marea.offload.state import PodRecord
 from marea.offload.wire import CreateRequest, LogRequest, WireError
 
 LOST_AFTER_S = 60.0
+#: a watch is re-opened (with a fresh LIST) at least this often
+WATCH_SECONDS = 300
+log = logging.getLogger("marea.offload.kubernetes")
 
 
 class KubeConfig:
@@ -104,6 +111,7 @@ class KubernetesBackend(Backend):
         )
         self.headers = headers
         self.missing_since: dict[str, float] = {}
+        self.watch: PodWatch | None = None
 
     # -- plumbing --------------------------------------------------------------------------------------------
     def call(self, method: str, url: str, body: Any = None, ok: tuple[int, ...] = ()) -> Any:
@@ -159,12 +167,16 @@ class KubernetesBackend(Backend):
             self.call("DELETE", f"/api/v1/namespaces/{ns}/secrets/{name}", ok=(404,))
 
     # -- status ----------------------------------------------------------------------------------------------
+    def list_pods(self) -> tuple[dict[str, dict[str, Any]], str]:
+        """One LIST of every pod marea manages: (uid label -> pod, resourceVersion to watch from)."""
+        listing = self.call("GET", f"/api/v1/pods?labelSelector={MANAGED}%3Dtrue") or {}
+        remote = {_key(item): item for item in listing.get("items", [])}
+        return remote, str((listing.get("metadata") or {}).get("resourceVersion", ""))
+
     def refresh(self, recs: list[PodRecord]) -> dict[str, PodStatuses]:
-        listing = self.call("GET", f"/api/v1/pods?labelSelector={MANAGED}%3Dtrue")
-        remote = {}
-        for item in (listing or {}).get("items", []):
-            labels = (item.get("metadata") or {}).get("labels") or {}
-            remote[labels.get(UID_LABEL, "")] = item
+        if self.watch is None:
+            self.watch = PodWatch(self)
+        remote = self.watch.snapshot() if self.watch.synced.is_set() else self.list_pods()[0]
         out: dict[str, PodStatuses] = {}
         now = time.monotonic()
         for rec in recs:
@@ -233,8 +245,88 @@ class KubernetesBackend(Backend):
         return {"cpu": str(int(cpu)), "memory": f"{int(mem // 2**20)}Mi", "pods": str(int(pods))}
 
     def close(self) -> None:
+        if self.watch is not None:
+            self.watch.close()
         self.http.close()
         self.kc.close()
+
+
+def _key(item: dict[str, Any]) -> str:
+    return str(((item.get("metadata") or {}).get("labels") or {}).get(UID_LABEL, ""))
+
+
+class PodWatch:
+    """The status cache's feed: one LIST, then a WATCH from its resourceVersion, relisting after any error.
+
+    Until the first LIST succeeds (and after a broken watch, until the relist) `synced` is clear and the
+    backend's refresh does its own LIST, so a missing watch makes status slower to change, never wrong.
+    """
+
+    def __init__(self, backend: KubernetesBackend) -> None:
+        self.backend = backend
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.lock = threading.Lock()
+        self.synced = threading.Event()
+        self.stopping = threading.Event()
+        self.client = httpx.Client(
+            base_url=backend.kc.server,
+            headers=backend.headers,
+            verify=backend.kc.verify,
+            timeout=httpx.Timeout(backend.k.timeout_s, read=WATCH_SECONDS + 30),
+        )
+        self.thread = threading.Thread(target=self.run, name="kube-pod-watch", daemon=True)
+        self.thread.start()
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        with self.lock:
+            return dict(self.pods)
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                pods, version = self.backend.list_pods()
+                with self.lock:
+                    self.pods = pods
+                self.synced.set()
+                self.follow(version)
+            except (httpx.HTTPError, BackendError, WireError, ValueError, KeyError, TypeError) as exc:
+                log.warning("pod watch interrupted (%s); relisting", exc.__class__.__name__)
+            self.synced.clear()
+            self.stopping.wait(1.0)
+
+    def follow(self, version: str) -> None:
+        params = {
+            "labelSelector": f"{MANAGED}=true",
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(WATCH_SECONDS),
+        }
+        if version:
+            params["resourceVersion"] = version
+        with self.client.stream("GET", "/api/v1/pods", params=params) as r:
+            if r.status_code != 200:
+                raise BackendError(f"watch: HTTP {r.status_code}")
+            for line in r.iter_lines():
+                if self.stopping.is_set():
+                    return
+                if not line.strip():
+                    continue
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":  # typically 410 Gone: the version is too old, relist
+                    raise BackendError(f"watch error: {str(obj.get('message', ''))[:100]}")
+                if kind == "BOOKMARK":
+                    continue
+                with self.lock:
+                    if kind == "DELETED":
+                        self.pods.pop(_key(obj), None)
+                    else:
+                        self.pods[_key(obj)] = obj
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.client.close()
+        self.thread.join(1)  # a daemon thread blocked in a read must not hold up shutdown
 
 
 def remote_statuses(rec: PodRecord, item: dict[str, Any]) -> PodStatuses:

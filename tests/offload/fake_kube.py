@@ -142,7 +142,7 @@ class FakeKube:
                 sent = since
                 while not self.server.should_exit:
                     for version, kind, obj in list(self.events):
-                        if version > sent and selected(obj):
+                        if version > sent and (kind == "ERROR" or selected(obj)):
                             yield json.dumps({"type": kind, "object": obj}).encode() + b"\n"
                         sent = max(sent, version)
                     await asyncio.sleep(0.05)

@@ -195,6 +195,41 @@ def test_pod_lifecycle_through_the_api(kube_server: Server, fake_kube: FakeKube)
     assert kube_server.delete(pod).status_code == 200
 
 
+def test_broken_watch_is_relisted(kube_server: Server, fake_kube: FakeKube) -> None:
+    req = load_create(str(uuid.uuid4()))
+    ns, name = kube_server.create(req).json()["PodJID"].split("/")
+    watching = [("GET", "/api/v1/pods")]  # wait until the watch is open and has delivered the pod
+    wait_for(
+        kube_server,
+        req["pod"],
+        lambda st: any(r[:2] == watching[0] and "watch" in r[2] for r in fake_kube.requests),
+        timeout=10,
+    )
+    time.sleep(0.5)
+    lists_before = len([q for m, p, q in fake_kube.requests if p == "/api/v1/pods" and "watch" not in q])
+    # the API server ends the watch with 410 Gone (a compacted resourceVersion), then the pod changes
+    fake_kube.events.append((fake_kube.version + 1, "ERROR", {"metadata": {}, "code": 410, "message": "too old"}))
+    fake_kube.version += 1
+    remote = fake_kube.objects[("pods", ns, name)]
+    remote["status"] = {
+        "phase": "Failed",
+        "containerStatuses": [
+            {
+                "name": "main",
+                "image": "x",
+                "ready": False,
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": 9, "reason": "Error"}},
+            }
+        ],
+    }
+    st = wait_for(kube_server, req["pod"], lambda st: states(st)["main"] == "terminated", timeout=15)[-1]
+    assert st["containers"][0]["state"]["terminated"]["exitCode"] == 9
+    lists_after = len([q for m, p, q in fake_kube.requests if p == "/api/v1/pods" and "watch" not in q])
+    assert lists_after > lists_before
+    kube_server.delete(req["pod"])
+
+
 def test_refused_namespace_is_a_clear_422(kube_server: Server, fake_kube: FakeKube) -> None:
     req = load_create(str(uuid.uuid4()))
     req["pod"]["metadata"]["namespace"] = "kube-system"

@@ -156,14 +156,14 @@ class OffloadService:
             self.store.put(rec)  # intent first: a crash from here on leaves a record to clean up
             try:
                 await asyncio.to_thread(self.backend.create, req, rec)
-            except WireError:
-                await asyncio.to_thread(self.backend.delete, rec)
+            except Exception as exc:  # undo whatever part was created, then answer with one clear line
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.backend.delete, rec)
                 self.store.delete(uid)
-                raise
-            except BackendError:
-                await asyncio.to_thread(self.backend.delete, rec)
-                self.store.delete(uid)
-                raise
+                if isinstance(exc, WireError | BackendError):
+                    raise
+                log.exception("create of pod %s failed", uid)
+                raise BackendError(f"could not create the pod: {exc.__class__.__name__}") from None
             rec.phase = "created"
             self.store.put(rec)
             self.records[uid] = rec

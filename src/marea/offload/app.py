@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from marea.offload.backends.base import BackendError
 from marea.offload.service import OffloadService
-from marea.offload.wire import WireError, parse_create, parse_logs, parse_pod, parse_pod_list
+from marea.offload.wire import WireError, parse_create, parse_logs, parse_pod
 
 log = logging.getLogger("marea.offload")
 
@@ -138,7 +138,6 @@ def create_app(service: OffloadService, token: str | None = None) -> ASGIApp:
         redoc_url=None,
     )
     count = service.metrics.requests
-    status_ok = count.labels("/status", "200")  # resolved once: /status is the hot path
 
     @app.exception_handler(WireError)
     async def wire_error(request: Request, exc: WireError) -> Response:
@@ -158,13 +157,6 @@ def create_app(service: OffloadService, token: str | None = None) -> ASGIApp:
         # 0.4.x sent a list and read a list back; 0.5+ sends and reads one object
         body = answers if len(reqs) > 1 or (await request.body()).lstrip().startswith(b"[") else answers[0]
         return Response(json.dumps(body).encode(), media_type=JSON)
-
-    async def status(request: Request) -> Response:
-        pods = parse_pod_list(await request.body())
-        if not pods:
-            return await ping(request)
-        status_ok.inc()
-        return Response(service.status_body(pods), media_type=JSON)
 
     async def ping(request: Request) -> Response:
         count.labels("/pinglink", "200").inc()
@@ -193,12 +185,12 @@ def create_app(service: OffloadService, token: str | None = None) -> ASGIApp:
 
     # plain Starlette routes: the handlers read raw bodies, so FastAPI's dependency machinery would only cost
     app.add_route("/create", create, methods=["POST"])
-    app.add_route("/status", status, methods=["GET", "POST"])
     app.add_route("/getLogs", get_logs, methods=["GET", "POST"])
     app.add_route("/delete", delete, methods=["POST", "DELETE"])
     app.add_route("/pinglink", ping, methods=["GET", "POST"])
     app.add_route("/healthz", healthz, methods=["GET"])
     app.add_route("/metrics", metrics, methods=["GET"])
-    # outside FastAPI's own middleware stack: on the hot path every layer counts (see StatusFastPath)
+    # /status (and its `[]` ping) is served by StatusFastPath, outside FastAPI's middleware stack: on the hot
+    # path every layer counts
     outer: ASGIApp = StatusFastPath(app, service)  # type: ignore[arg-type]
     return BearerAuth(outer, token) if token else outer

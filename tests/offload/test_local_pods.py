@@ -208,5 +208,7 @@ def test_bad_requests_get_short_clear_answers(local_server: Server) -> None:
     r = c.request("GET", "/getLogs", json={"PodUID": "nope", "ContainerName": "main", "Opts": {"Tail": "x"}})
     assert r.status_code == 422 and "Tail" in r.text
     assert c.post("/delete", content=b"[]").status_code == 422
+    huge = c.post("/create", content=b" " * (65 << 20))
+    assert huge.status_code == 413 and "too large" in huge.text
     assert all(len(x) < 200 for x in (r.text,))
     assert c.get("/metrics").status_code == 200 and "marea_offload_requests" in c.get("/metrics").text

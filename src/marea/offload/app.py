@@ -61,6 +61,8 @@ class BearerAuth:
 JSON = "application/json"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
+#: a pod with its ConfigMaps and Secrets (each at most 1 MiB in Kubernetes) fits many times over
+MAX_BODY = 64 << 20
 
 
 class StatusFastPath:
@@ -79,7 +81,14 @@ class StatusFastPath:
     async def __call__(
         self, scope: Scope, receive: Callable[[], Awaitable[Any]], send: Callable[[Any], Awaitable[None]]
     ) -> None:
-        if scope["type"] != "http" or scope["path"] != "/status" or scope["method"] not in ("GET", "POST"):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for key, value in scope.get("headers", ()):
+            if key == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
+                await _answer(send, 413, _TEXT_HEADERS, f"request body too large (max {MAX_BODY >> 20} MiB)".encode())
+                return
+        if scope["path"] != "/status" or scope["method"] not in ("GET", "POST"):
             await self.app(scope, receive, send)
             return
         chunks = []

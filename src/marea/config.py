@@ -202,6 +202,53 @@ class SimulateSection(_Strict):
         return self
 
 
+class OffloadKubernetesSection(_Strict):
+    """The `kubernetes` offload backend: pods go to a remote cluster reached through a kubeconfig."""
+
+    kubeconfig: str = ""
+    context: str = ""
+    #: remote namespace = prefix + the pod's namespace, except for the namespaces listed in `unprefixed`
+    namespace_prefix: str = "offload-"
+    unprefixed: list[str] = []
+    #: namespaces whose pods are refused (never created remotely)
+    refused_namespaces: list[str] = ["kube-system", "kube-public", "kube-node-lease"]
+    #: merged into every pod (the pod's own keys win for nodeSelector; tolerations are added)
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, str]] = []
+    #: the pod's serviceAccountName names an account of the *central* cluster: drop it by default
+    service_account: Literal["drop", "keep"] = "drop"
+    timeout_s: PositiveSeconds = 30.0
+
+
+PODMAN_COMMAND = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+PODMAN_RUN_OPTIONS = ["--network", "host", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+
+
+class OffloadSection(_Strict):
+    """`marea offload serve`: the interLink plugin server."""
+
+    backend: Literal["local", "slurm", "kubernetes"] = "local"
+    #: unix socket path (default transport, mode 0600); ignored when `port` is set
+    socket: str = "marea-offload.sock"
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 0
+    #: bearer token required on TCP (or env MAREA_OFFLOAD_TOKEN)
+    token: SecretStr | None = None
+    #: pod directories and the pod store (offload.db)
+    state_dir: str = "marea-offload"
+    refresh_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    #: the podman command line (runtime flags that work in restricted hosts)
+    podman: list[str] = PODMAN_COMMAND
+    #: options of every `podman create` (host network: a pod's containers share localhost, as in Kubernetes)
+    run_options: list[str] = PODMAN_RUN_OPTIONS
+    grace_s: Annotated[int, Field(ge=0, le=300)] = 5
+    #: pods the virtual node accepts (the ping's `pods`)
+    max_pods: Annotated[int, Field(ge=1)] = 110
+    #: python3 on the nodes that runs the pod runner (default: the server's interpreter)
+    python: str = ""
+    kubernetes: OffloadKubernetesSection = OffloadKubernetesSection()
+
+
 class MareaConfig(_Strict):
     cluster: ClusterSection = ClusterSection()
     engine: EngineSection = EngineSection()
@@ -213,6 +260,7 @@ class MareaConfig(_Strict):
     worker: WorkerSection = WorkerSection()
     batch: BatchSection = BatchSection()
     simulate: SimulateSection = SimulateSection()
+    offload: OffloadSection = OffloadSection()
     #: where this configuration came from; relative paths in it are relative to this directory
     source_dir: str = Field(default=".", exclude=True)
 

@@ -158,8 +158,9 @@ def test_a_vanished_worker_is_reported_lost_and_removal_does_not_wait_for_it(con
 def test_bad_netns_and_bad_collector_give_short_errors(condor: CondorTestbed) -> None:
     from marea.batch.base import BatchError
 
-    with pytest.raises(BatchError, match="does not exist"):
-        HTCondorBatch(HTCondorSection(netns="marea-condor-nope", condor_config=condor.client_conf))
+    missing = HTCondorBatch(HTCondorSection(netns="marea-condor-nope", condor_config=condor.client_conf))
+    with pytest.raises(BatchError, match="marea-condor-nope does not exist"):
+        missing.snapshot((SMALL,))
     b = HTCondorBatch(HTCondorSection(collector=f"{SUBNET}.250", netns=NS, condor_config=condor.client_conf))
     try:
         with pytest.raises(BatchError, match="htcondor: reading the queue and the pool failed"):

@@ -12,7 +12,7 @@ import ctypes
 import ctypes.util
 import os
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, ThreadPoolExecutor
 from typing import TypeVar
 
 from marea.batch.base import BatchError
@@ -34,24 +34,30 @@ def _enter(path: str) -> None:
 
 
 class NamespaceRunner:
-    """Calls `fn()` inside network namespace `netns` (a name under /run/netns, or a path), or in place."""
+    """Calls `fn()` inside network namespace `netns` (a name under /run/netns, or a path), or in place.
+
+    The thread enters the namespace on the first call, not at construction: a namespace that does not exist
+    yet (a test pool still starting) is a BatchError for that call, and the next call tries again.
+    """
 
     def __init__(self, netns: str = "") -> None:
         self.path = ""
-        self._pool: ThreadPoolExecutor | None = None
         if netns:
             self.path = netns if netns.startswith("/") else f"/run/netns/{netns}"
-            if not os.path.exists(self.path):
-                raise BatchError(f"network namespace {netns!r} does not exist")
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="marea-netns", initializer=_enter,
-                                            initargs=(self.path,))  # fmt: skip
+        self._pool: ThreadPoolExecutor | None = None
 
     def run(self, fn: Callable[[], T]) -> T:
-        if self._pool is None:
+        if not self.path:
             return fn()
+        if self._pool is None:
+            if not os.path.exists(self.path):
+                raise BatchError(f"network namespace {self.path} does not exist")
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="marea-netns", initializer=_enter,
+                                            initargs=(self.path,))  # fmt: skip
         try:
             return self._pool.submit(fn).result()
-        except RuntimeError as exc:  # the initializer failed: the pool is broken
+        except BrokenExecutor as exc:  # the thread could not enter the namespace: start over next time
+            self.close()
             raise BatchError(f"cannot enter network namespace {self.path}: {exc}") from None
 
     def close(self) -> None:

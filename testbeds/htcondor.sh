@@ -132,6 +132,9 @@ SCHEDD_MIN_INTERVAL = 1
 STARTER_UPDATE_INTERVAL = 5
 SHADOW_QUEUE_UPDATE_INTERVAL = 5
 RunBenchmarks = False
+# no claim reuse: a finished job's dynamic slot goes back to its partitionable slot at once, so new jobs of
+# other shapes are matched at the next cycle instead of waiting for the schedd to drop an idle claim
+CLAIM_WORKLIFE = 0
 MaxJobRetirementTime = 3600
 BASE_CGROUP =
 CGROUP_MEMORY_LIMIT_POLICY = none

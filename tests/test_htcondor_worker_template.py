@@ -1,10 +1,11 @@
-"""The HTCondor worker user-data template as the engine renders it (string.Template over ${MAREA_*})."""
+"""The HTCondor worker user-data as the engine renders it, and an imported htcondor elastiq.conf."""
 
 from __future__ import annotations
 
 import re
 import string
 import subprocess
+from pathlib import Path
 
 from marea.templates import worker_template
 
@@ -50,3 +51,24 @@ def test_rendered_for_the_local_test_cloud_is_valid_shell() -> None:
 def test_a_gpu_flavour_enables_gpu_discovery() -> None:
     script = render({"MAREA_GPUS": "2"})
     assert "[ '2' != 0 ] && echo \"use FEATURE: GPUs\"" in script
+
+
+def test_an_imported_htcondor_elastiq_conf_builds_the_htcondor_plugin(tmp_path: Path) -> None:
+    """CloudVeneto's elastiq.conf (batch_plugin = htcondor) converts to a config whose batch system is this
+    plugin, with the defaults of a real central manager (the local HTCondor config names the collector)."""
+    from marea.batch.factory import make_batch
+    from marea.batch.htcondor import HTCondorBatch
+    from marea.config import load_config
+    from tests.conftest import DATA, run_cli
+
+    proc = run_cli("config", "import-elastiq", str(DATA / "elastiq-cloudveneto.conf"))
+    assert proc.returncode == 0, proc.stderr
+    (tmp_path / "marea.toml").write_text(proc.stdout)
+    cfg = load_config(tmp_path / "marea.toml")
+    assert cfg.batch.system == "htcondor"
+    batch = make_batch(cfg)
+    try:
+        assert isinstance(batch, HTCondorBatch)
+        assert batch.cfg.netns == "" and batch.cfg.job_constraint == "true"
+    finally:
+        batch.close()

@@ -49,6 +49,86 @@ def config_check(file: Path = typer.Argument(..., help="marea.toml to validate")
     )
 
 
+@config_app.command("import-elastiq")
+def config_import_elastiq(file: Path = typer.Argument(..., help="elastiq.conf to convert")) -> None:
+    """Convert an elastiq.conf into marea TOML on stdout, with a comment on each key that changes meaning."""
+    from marea.elastiq_import import convert
+
+    try:
+        typer.echo(convert(file), nl=False)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def run(
+    config: Path = typer.Option(..., "-c", "--config", help="marea.toml"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
+) -> None:
+    """Run the elastic engine (a daemon; SIGTERM or Ctrl-C stops it cleanly, leaving the VMs to be adopted)."""
+    from marea.engine.runner import AlreadyRunning, run_forever, setup_logging
+
+    cfg = load_or_exit(config)
+    setup_logging(cfg, verbose)
+    try:
+        run_forever(cfg)
+    except AlreadyRunning as exc:
+        raise fail(str(exc), 1) from None
+    except NotImplementedError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def status(
+    config: Path = typer.Option(..., "-c", "--config", help="marea.toml"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object on stdout"),
+    explain: bool = typer.Option(False, "--explain", help="show every recent decision with its reason"),
+) -> None:
+    """Workers with states and ages, pending demand, and the last decisions with their reasons."""
+    import json
+    import time
+
+    from marea.engine.status import status_report
+    from marea.engine.store import Store
+    from marea.status_view import render_status
+
+    cfg = load_or_exit(config)
+    store = Store(cfg.state_url(), cfg.cluster.name)
+    try:
+        report = status_report(store, time.time(), decisions=50 if explain else 8)
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps(report))
+    else:
+        render_status(Console(), report, explain)
+
+
+@app.command()
+def demo(
+    jobs: int = typer.Option(12, "--jobs", min=1, help="jobs to submit"),
+    job_seconds: float = typer.Option(20.0, "--job-seconds", min=0.0, help="how long each job runs"),
+    max_workers: int = typer.Option(4, "--max-workers", min=1, help="max worker VMs (2 cores each)"),
+    timeout: float = typer.Option(900.0, "--timeout", min=10.0, help="give up after this many seconds"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON line at the end"),
+) -> None:
+    """The main job: real Slurm + the engine + the local cloud: a burst of jobs grows and shrinks the cluster."""
+    from marea.demo import DemoError, result_json, run_demo
+
+    try:
+        result = run_demo(jobs=jobs, job_seconds=job_seconds, max_workers=max_workers, timeout_s=timeout)
+    except DemoError as exc:
+        raise fail(str(exc), 1) from None
+    if as_json:
+        typer.echo(result_json(result))
+    else:
+        from marea.status_view import render_demo
+
+        render_demo(Console(), result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     try:
         app()

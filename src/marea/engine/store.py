@@ -248,14 +248,17 @@ class Store:
                 .order_by(decisions.c.seq.desc())
                 .limit(limit)
             ).all()
-        return [DecisionRecord(r.at, r.kind, r.reason, r.instance_id, r.flavour, r.count) for r in reversed(rows)]
+        return [
+            DecisionRecord(r.at, r.kind, r.reason, r.instance_id, r.flavour, int(r._mapping["count"]))
+            for r in reversed(rows)
+        ]
 
     def count_decisions(self, kind: str) -> int:
         with self._tx() as c:
             rows = c.execute(
                 select(decisions.c.count).where(decisions.c.cluster == self.cluster, decisions.c.kind == kind)
             ).all()
-        return sum(max(1, r.count) for r in rows)
+        return sum(max(1, int(r._mapping["count"])) for r in rows)
 
     # -- small engine state ----------------------------------------------------------------------------------
     def get_json(self, key: str, default: Any = None) -> Any:
@@ -266,9 +269,7 @@ class Store:
     def put_json(self, key: str, value: Any) -> None:
         text = json.dumps(value, sort_keys=True)
         with self._tx() as c:
-            n = c.execute(
-                update(kv).where(kv.c.cluster == self.cluster, kv.c.key == key).values(value=text)
-            ).rowcount
+            n = c.execute(update(kv).where(kv.c.cluster == self.cluster, kv.c.key == key).values(value=text)).rowcount
             if n == 0:
                 c.execute(insert(kv).values(cluster=self.cluster, key=key, value=text))
 

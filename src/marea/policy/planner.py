@@ -157,7 +157,7 @@ def _pack_into(bins: list[_Bin], req: Resources, group: str, remaining: int) -> 
     return remaining
 
 
-def _shape_key(d: DemandGroup) -> tuple[float, float, int]:
+def _shape_key(d: DemandGroup) -> tuple[int, float, float]:
     r = d.request
     return (r.gpus, r.cores, r.memory_mb)
 

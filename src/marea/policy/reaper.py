@@ -19,9 +19,7 @@ from marea.model import (
 )
 
 
-def plan_scale_down(
-    view: ClusterView, settings: PolicySettings, needed: frozenset[str] = frozenset()
-) -> list[Action]:
+def plan_scale_down(view: ClusterView, settings: PolicySettings, needed: frozenset[str] = frozenset()) -> list[Action]:
     """Deletes of failed, timed-out and drained VMs, then drains of idle workers above the minimum."""
     now = view.now
     actions: list[Action] = []
@@ -45,9 +43,7 @@ def plan_scale_down(
                 )
             )
         elif inst.state is InstanceState.DRAINING and inst.drained:
-            actions.append(
-                Action(ActionKind.DELETE, f"{inst.id} is drained: no job runs on it", instance_id=inst.id)
-            )
+            actions.append(Action(ActionKind.DELETE, f"{inst.id} is drained: no job runs on it", instance_id=inst.id))
 
     timed_out = {a.instance_id for a in actions}
     active = sum(1 for i in view.instances if i.state in ACTIVE_STATES and i.id not in timed_out)

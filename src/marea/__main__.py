@@ -1,0 +1,3 @@
+from marea.cli import main
+
+main()

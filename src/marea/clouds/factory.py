@@ -1,0 +1,23 @@
+"""Build the cloud driver a configuration asks for."""
+
+from __future__ import annotations
+
+from marea.clouds.base import CloudDriver
+from marea.config import MareaConfig
+
+
+def make_cloud(cfg: MareaConfig) -> CloudDriver:
+    driver = cfg.cloud.driver
+    if driver == "local":
+        from marea.clouds.local import LocalCloud
+
+        s = cfg.cloud.local
+        return LocalCloud(
+            cfg.path(s.base_dir),
+            netns=s.netns,
+            bridge_netns=s.bridge_netns,
+            bridge=s.bridge,
+            subnet=s.subnet,
+            first_host=s.first_host,
+        )
+    raise NotImplementedError(f"cloud driver {driver!r} is not available in this build")

@@ -1,0 +1,321 @@
+"""`marea demo`: the whole elastic flow on one machine, with real Slurm and no cloud.
+
+It starts the Slurm testbed (a real slurmctld), runs `marea run` as a separate process with the local cloud
+driver (each worker "VM" is a slurmd in its own network namespace, contextualised by the same user-data a cloud
+VM would get), submits a burst of jobs, shows progress live, waits until every job has completed and the
+cluster is back at its minimum, stops everything it started and prints a summary. The same function drives the
+tests, so what the README promises is what CI checks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from marea.clouds.local import LocalCloud
+from marea.config import load_config
+from marea.engine.store import Store
+
+
+class DemoError(Exception):
+    pass
+
+
+@dataclass
+class DemoResult:
+    jobs_submitted: int = 0
+    jobs_completed: int = 0
+    jobs_killed: int = 0
+    workers_started: int = 0
+    workers_peak: int = 0
+    workers_at_end: int = 0
+    failed_boots: int = 0
+    leaked_vms: int = 0
+    seconds: float = 0.0
+    ok: bool = False
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+
+
+def repo_root() -> Path:
+    """The checkout marea runs from (the testbeds live there, not in the wheel)."""
+    env = os.environ.get("MAREA_REPO")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "testbeds" / "slurm.sh").exists():
+            return parent
+    raise DemoError("cannot find testbeds/slurm.sh: run from a marea checkout or set MAREA_REPO")
+
+
+@dataclass(frozen=True)
+class SlurmTestbed:
+    """The testbed script and the namespace it runs in (tests run their own instances side by side)."""
+
+    script: Path
+    base: str = "/tmp/marea-slurm"
+    ns: str = "marea-slurm"
+    subnet: str = "10.231.0"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "MAREA_SLURM_BASE": self.base,
+            "MAREA_SLURM_NS": self.ns,
+            "MAREA_SLURM_SUBNET": self.subnet,
+        }
+
+    @property
+    def slurm_conf(self) -> str:
+        return f"{self.base}/etc/slurm.conf"
+
+    def run(self, *args: str, check: bool = True) -> str:
+        proc = subprocess.run(["bash", str(self.script), *args], capture_output=True, text=True, env=self.env)
+        if check and proc.returncode != 0:
+            raise DemoError(f"testbeds/slurm.sh {args[0]} failed: {proc.stderr.strip()[-400:]}")
+        return proc.stdout
+
+    def client(self, *args: str) -> str:
+        proc = subprocess.run(
+            ["nsenter", f"--net=/run/netns/{self.ns}", *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "SLURM_CONF": self.slurm_conf},
+            timeout=60,
+        )
+        if proc.returncode != 0:
+            raise DemoError(f"{args[0]} failed: {proc.stderr.strip()[:300]}")
+        return proc.stdout
+
+    def jobs(self) -> list[dict[str, Any]]:
+        jobs: list[dict[str, Any]] = json.loads(self.client("squeue", "--json", "--states=all"))["jobs"]
+        return jobs
+
+
+def write_demo_config(
+    workdir: Path,
+    testbed: SlurmTestbed,
+    *,
+    cluster: str = "demo",
+    max_workers: int = 4,
+    min_workers: int = 0,
+    cores: int = 2,
+    memory_mb: int = 2000,
+    idle_threshold_s: float = 10.0,
+    join_timeout_s: float = 90.0,
+    interval_s: float = 2.0,
+    user_data: str | None = None,
+    extra_policy: str = "",
+) -> Path:
+    """A marea.toml for the local driver + Slurm testbed; tests reuse it with other knobs."""
+    from marea.templates import worker_template
+
+    (workdir / "worker.sh").write_text(user_data if user_data is not None else worker_template("slurm-worker.sh"))
+    cfg = workdir / "marea.toml"
+    prefix = json.dumps(["nsenter", f"--net=/run/netns/{testbed.ns}"])
+    cfg.write_text(
+        f"""# written by marea demo
+[cluster]
+name = "{cluster}"
+state = "state.db"
+
+[engine]
+interval_s = {interval_s}
+log_file = "engine.log"
+
+[policy]
+min_workers = {min_workers}
+max_workers = {max_workers}
+max_parallel_boots = {max_workers}
+idle_threshold_s = {idle_threshold_s}
+join_timeout_s = {join_timeout_s}
+backoff_base_s = 20
+{extra_policy}
+
+[[flavours]]
+name = "local.{cores}c"
+cores = {cores}
+memory_mb = {memory_mb}
+
+[cloud]
+driver = "local"
+
+[cloud.local]
+base_dir = "vms"
+netns = true
+bridge_netns = "{testbed.ns}"
+bridge = "br0"
+subnet = "{testbed.subnet}.0/24"
+
+[worker]
+user_data_file = "worker.sh"
+
+[batch]
+system = "slurm"
+
+[batch.slurm]
+partition = "marea"
+feature = "marea"
+command_prefix = {prefix}
+slurm_conf = "{testbed.slurm_conf}"
+"""
+    )
+    return cfg
+
+
+class EngineProcess:
+    """`marea run` as a child process, as an admin would run it."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        out = open(self.config.parent / "engine.stdout", "ab")  # noqa: SIM115 - owned by the child
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "marea", "run", "-c", str(self.config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill9(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.proc is None:
+            return 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return -9
+
+
+def submit_jobs(testbed: SlurmTestbed, n: int, seconds: float, cores: int = 1, mem_mb: int = 200) -> list[str]:
+    ids = []
+    for _ in range(n):
+        out = testbed.client(
+            "sbatch", "--parsable", "-p", "marea", "-c", str(cores), f"--mem={mem_mb}", "-o", "/dev/null",
+            "--wrap", f"sleep {seconds}",
+        )  # fmt: skip
+        ids.append(out.strip().split(";")[0])
+    return ids
+
+
+def job_summary(testbed: SlurmTestbed, ids: list[str]) -> dict[str, str]:
+    wanted = set(ids)
+    return {str(j["job_id"]): str(j["job_state"]) for j in testbed.jobs() if str(j["job_id"]) in wanted}
+
+
+def _table(states: dict[str, str], workers: list[tuple[str, str]], elapsed: float) -> Table:
+    t = Table(title=f"marea demo - {elapsed:.0f} s")
+    t.add_column("jobs")
+    t.add_column("workers")
+    counts: dict[str, int] = {}
+    for s in states.values():
+        counts[s] = counts.get(s, 0) + 1
+    t.add_row(
+        "\n".join(f"{k.lower()}: {v}" for k, v in sorted(counts.items())) or "-",
+        "\n".join(f"{w} {s}" for w, s in workers) or "(none)",
+    )
+    return t
+
+
+def run_demo(
+    *,
+    jobs: int = 12,
+    job_seconds: float = 20.0,
+    max_workers: int = 4,
+    timeout_s: float = 600.0,
+    console: Console | None = None,
+    keep_dir: bool = False,
+) -> DemoResult:
+    if os.geteuid() != 0:
+        raise DemoError("the demo needs root (network namespaces for the Slurm testbed and the worker VMs)")
+    console = console or Console(stderr=True)
+    testbed = SlurmTestbed(repo_root() / "testbeds" / "slurm.sh")
+    workdir = Path(tempfile.mkdtemp(prefix="marea-demo-"))
+    result = DemoResult()
+    t0 = time.monotonic()
+    engine: EngineProcess | None = None
+    testbed.run("install")
+    testbed.run("start")
+    try:
+        config = write_demo_config(workdir, testbed, max_workers=max_workers)
+        cfg = load_config(config)
+        store = Store(cfg.state_url(), cfg.cluster.name)
+        cloud = LocalCloud(cfg.path(cfg.cloud.local.base_dir), netns=True, bridge_netns=testbed.ns)
+        engine = EngineProcess(config)
+        engine.start()
+        ids = submit_jobs(testbed, jobs, job_seconds)
+        result.jobs_submitted = len(ids)
+        deadline = time.monotonic() + timeout_s
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            while True:
+                states = job_summary(testbed, ids)
+                alive = [(r.id, r.state.value) for r in store.live_instances()]
+                result.workers_peak = max(result.workers_peak, len(alive))
+                live.update(_table(states, alive, time.monotonic() - t0))
+                finished = [s for s in states.values() if s not in ("PENDING", "RUNNING", "COMPLETING", "CONFIGURING")]
+                if len(finished) == len(ids) and len(alive) <= cfg.policy.min_workers:
+                    break
+                if time.monotonic() > deadline:
+                    raise DemoError(f"timed out after {timeout_s:.0f} s: jobs {states}, workers {alive}")
+                if engine.proc is not None and engine.proc.poll() is not None:
+                    raise DemoError(f"the engine exited with code {engine.proc.returncode}; see {workdir}/engine.log")
+                time.sleep(1.0)
+        final = job_summary(testbed, ids)
+        result.jobs_completed = sum(1 for s in final.values() if s == "COMPLETED")
+        result.jobs_killed = sum(1 for s in final.values() if s in ("NODE_FAIL", "CANCELLED", "FAILED", "PREEMPTED"))
+        engine.stop()
+        engine = None
+        result.workers_started = sum(d.count for d in store.recent_decisions(10_000) if d.kind == "boot")
+        result.failed_boots = int(store.get_json("failed_boots_total", 0))
+        alive_ids = {r.id for r in store.live_instances()}
+        owned = cloud.list_owned(cfg.cluster.name)
+        result.workers_at_end = len(alive_ids)
+        result.leaked_vms = sum(1 for vm in owned if vm.instance_id not in alive_ids)
+        # The demo stops everything it started, including workers kept for a non-zero minimum.
+        for vm in owned:
+            cloud.delete(vm)
+        store.close()
+        result.ok = (
+            result.jobs_completed == result.jobs_submitted
+            and result.workers_peak <= max_workers
+            and result.leaked_vms == 0
+            and result.jobs_killed == 0
+        )
+    finally:
+        if engine is not None:
+            engine.stop()
+        testbed.run("stop", check=False)
+        result.seconds = round(time.monotonic() - t0, 1)
+        if not keep_dir and result.ok:
+            subprocess.run(["rm", "-rf", str(workdir)], check=False)
+        else:
+            console.print(f"demo files kept in {workdir}")
+    return result
+
+
+def result_json(result: DemoResult) -> str:
+    data = asdict(result)
+    data.pop("timeline")
+    return json.dumps(data)

@@ -1,0 +1,371 @@
+"""One reconcile cycle: observe the cloud and the batch system, update the store, decide, act.
+
+Crash safety comes from the order of writes: intent is stored before every external call (`requested` before a
+create, `draining` before a drain, `deleting` before a delete) and the outcome after it. A restarted engine
+finds each instance in the state of its last intent and finishes or undoes it: a `requested` instance whose VM
+exists is adopted, one whose VM does not is forgotten; a drain whose call may not have happened is sent again;
+a delete is carried on. VMs that carry this cluster's ownership tag but have no record (the store was lost or
+the create returned after a crash) are adopted. Nothing without the tag is ever touched.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import string
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from marea.batch.base import BatchError, BatchSnapshot, BatchSystem, Worker
+from marea.clouds.base import (
+    TAG_CLUSTER,
+    TAG_FLAVOUR,
+    TAG_GROUP,
+    TAG_INSTANCE,
+    CloudDriver,
+    CloudError,
+    CloudVM,
+    VMSpec,
+    VMStatus,
+)
+from marea.engine.store import DecisionRecord, InstanceRecord, Store
+from marea.model import (
+    Action,
+    ActionKind,
+    BootFailures,
+    ClusterView,
+    Flavour,
+    InstanceState,
+    InstanceView,
+    Plan,
+    PolicySettings,
+    Quota,
+)
+from marea.policy import decide
+
+log = logging.getLogger("marea.engine")
+
+#: how long a joined worker may be missing from the batch system before it is declared failed
+ABSENT_GRACE_S = 120.0
+
+
+@dataclass
+class CycleReport:
+    """What one cycle saw and did; the CLI and tests read it."""
+
+    at: float
+    plan: Plan = field(default_factory=Plan)
+    errors: list[str] = field(default_factory=list)
+    alive: int = 0
+
+
+def render_user_data(template: str, variables: dict[str, str]) -> str:
+    """Fill `${MAREA_*}` placeholders; anything else (shell variables) is left as it is."""
+    return string.Template(template).safe_substitute(variables)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        store: Store,
+        cloud: CloudDriver,
+        batch: BatchSystem,
+        settings: PolicySettings,
+        user_data_template: str,
+        variables: dict[str, str] | None = None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.cluster = cluster
+        self.store = store
+        self.cloud = cloud
+        self.batch = batch
+        self.settings = settings
+        self.flavours = {f.name: f for f in settings.flavours}
+        self.user_data_template = user_data_template
+        self.variables = variables or {}
+        self.clock = clock
+        self._absent_since: dict[str, float] = {}
+        self._redrain_checked = False
+
+    # -- observe ---------------------------------------------------------------------------------------------
+    def _adopt_unknown(self, vms: list[CloudVM], known: set[str], now: float) -> None:
+        for vm in vms:
+            iid = vm.instance_id
+            if iid is None or iid in known or vm.status is VMStatus.DELETED:
+                continue
+            flavour = vm.tags.get(TAG_FLAVOUR, self.settings.flavours[0].name)
+            rec = InstanceRecord(
+                id=iid,
+                cluster=self.cluster,
+                flavour=flavour,
+                group=vm.tags.get(TAG_GROUP, ""),
+                state=InstanceState.BOOTING,
+                state_since=now,
+                created_at=vm.created_at or now,
+                cloud_id=vm.cloud_id,
+                address=vm.address,
+            )
+            self.store.add_instance(rec)
+            self._decision(now, "adopt", f"adopted {iid}: owned VM {vm.cloud_id} found in the cloud", iid)
+
+    def _observe_one(
+        self, rec: InstanceRecord, vm: CloudVM | None, worker: Worker | None, now: float
+    ) -> InstanceRecord:
+        store = self.store
+        if rec.state is InstanceState.REQUESTED:
+            if vm is None:
+                return store.set_state(rec, InstanceState.GONE, now, failure="create interrupted; no VM exists")
+            rec = store.set_state(rec, InstanceState.BOOTING, now, cloud_id=vm.cloud_id, address=vm.address)
+        if rec.state in (InstanceState.DELETING, InstanceState.GONE):
+            return rec
+        if vm is None or vm.status is VMStatus.DELETED:
+            starting = rec.state is InstanceState.BOOTING
+            if starting:
+                self._count_failed_boot(now, f"{rec.id} vanished from the cloud before joining")
+            return store.set_state(rec, InstanceState.GONE, now, failure="VM disappeared from the cloud")
+        if vm.status is VMStatus.ERROR and rec.state is not InstanceState.FAILED:
+            if worker is not None and worker.busy:
+                # A worker still running jobs is never declared failed: the jobs come first.
+                log.warning("%s: cloud reports %s, but jobs still run on it", rec.id, vm.fault or "error")
+            else:
+                return store.set_state(rec, InstanceState.FAILED, now, failure=f"cloud: {vm.fault or 'ERROR'}")
+        if rec.address != vm.address and vm.address:
+            rec = store.update_instance(rec, address=vm.address)
+        if rec.state is InstanceState.FAILED:
+            return rec
+        if worker is None:
+            if rec.state.joined:
+                since = self._absent_since.setdefault(rec.id, now)
+                if now - since > ABSENT_GRACE_S:
+                    return store.set_state(rec, InstanceState.FAILED, now, failure="worker left the batch system")
+            return rec
+        self._absent_since.pop(rec.id, None)
+        if rec.state is InstanceState.BOOTING:
+            self._boot_succeeded(rec, now)
+            rec = store.set_state(
+                rec, InstanceState.BUSY if worker.busy else InstanceState.IDLE, now, joined_at=now,
+                idle_since=None if worker.busy else now,
+            )  # fmt: skip
+            self._decision(now, "joined", f"{rec.id} joined the batch system after {now - rec.created_at:.0f} s",
+                           rec.id)  # fmt: skip
+            return rec
+        if rec.state.joined:
+            if worker.busy and rec.state is InstanceState.IDLE:
+                return store.set_state(rec, InstanceState.BUSY, now, idle_since=None)
+            if not worker.busy and rec.state is InstanceState.BUSY:
+                return store.set_state(rec, InstanceState.IDLE, now, idle_since=now)
+            if not worker.busy and rec.idle_since is None:
+                return store.update_instance(rec, idle_since=now)
+        return rec
+
+    # -- act -------------------------------------------------------------------------------------------------
+    def _decision(self, now: float, kind: str, reason: str, iid: str | None = None, **kw: Any) -> None:
+        log.info("%s: %s", kind, reason)
+        self.store.record_decision(DecisionRecord(now, kind, reason, iid, kw.get("flavour"), kw.get("count", 0)))
+
+    def _count_failed_boot(self, now: float, reason: str) -> None:
+        f = self.store.boot_failures()
+        self.store.put_boot_failures(BootFailures(f.consecutive + 1, now, reason))
+        total = int(self.store.get_json("failed_boots_total", 0)) + 1
+        self.store.put_json("failed_boots_total", total)
+
+    def _boot_succeeded(self, rec: InstanceRecord, now: float) -> None:
+        if self.store.boot_failures().consecutive:
+            self.store.put_boot_failures(BootFailures(0, None, ""))
+
+    def _delete(self, rec: InstanceRecord, vm: CloudVM | None, now: float) -> InstanceRecord:
+        """Carry a delete as far as it can go now; a worker with work still on it is never deleted."""
+        if True:  # removal of a name the batch system never saw is a no-op, so always ask
+            try:
+                if not self.batch.remove(rec.id):
+                    log.warning("%s: batch system refuses removal (work still runs): retrying later", rec.id)
+                    return rec
+            except BatchError as exc:
+                log.warning("%s: removal from the batch system failed: %s", rec.id, exc)
+                return rec
+        if vm is not None:
+            try:
+                self.cloud.delete(vm)
+            except CloudError as exc:
+                log.warning("%s: cloud delete failed: %s (retrying next cycle)", rec.id, exc.reason)
+                return rec
+        return self.store.set_state(rec, InstanceState.GONE, now)
+
+    def _boot(self, action: Action, now: float) -> list[str]:
+        flavour = self.flavours[action.flavour or self.settings.flavours[0].name]
+        specs: list[VMSpec] = []
+        for _ in range(action.count):
+            iid = f"{self.cluster}-{secrets.token_hex(3)}"
+            rec = InstanceRecord(iid, self.cluster, flavour.name, action.group, InstanceState.REQUESTED, now, now)
+            self.store.add_instance(rec)  # intent first
+            specs.append(self._spec(iid, flavour, action.group))
+        errors: list[str] = []
+        for result in self.cloud.create_many(specs):
+            rec_or_none = self.store.get(result.spec.instance_id)
+            assert rec_or_none is not None
+            if result.vm is not None:
+                self.store.set_state(
+                    rec_or_none,
+                    InstanceState.BOOTING,
+                    now,
+                    cloud_id=result.vm.cloud_id,
+                    address=result.vm.address,
+                )
+            else:
+                assert result.error is not None
+                reason = f"create of {result.spec.instance_id} failed: {result.error.reason}"
+                self.store.set_state(rec_or_none, InstanceState.GONE, now, failure=result.error.reason)
+                self._count_failed_boot(now, result.error.reason)
+                self._decision(now, "failed", reason, result.spec.instance_id)
+                errors.append(reason)
+        return errors
+
+    def _spec(self, iid: str, flavour: Flavour, group: str) -> VMSpec:
+        variables = {
+            "MAREA_INSTANCE_ID": iid,
+            "MAREA_NAME": iid,
+            "MAREA_CLUSTER": self.cluster,
+            "MAREA_FLAVOUR": flavour.name,
+            "MAREA_CORES": str(flavour.cores),
+            "MAREA_MEMORY_MB": str(flavour.memory_mb),
+            "MAREA_GPUS": str(flavour.gpus),
+            "MAREA_GROUP": group,
+            **self.batch.join_variables(),
+            **self.variables,
+        }
+        tags = {TAG_CLUSTER: self.cluster, TAG_INSTANCE: iid, TAG_FLAVOUR: flavour.name}
+        if group:
+            tags[TAG_GROUP] = group
+        return VMSpec(iid, iid, flavour, render_user_data(self.user_data_template, variables), tags)
+
+    # -- the cycle -------------------------------------------------------------------------------------------
+    def cycle(self) -> CycleReport:
+        now = self.clock()
+        report = CycleReport(now)
+        try:
+            vms = self.cloud.list_owned(self.cluster)
+        except CloudError as exc:
+            report.errors.append(f"cloud: {exc.reason}")
+            log.warning("cannot list the cloud's VMs, not acting this cycle: %s", exc.reason)
+            return report
+        try:
+            snap = self.batch.snapshot(self.settings.flavours)
+        except BatchError as exc:
+            report.errors.append(str(exc))
+            log.warning("cannot read the batch system, not acting this cycle: %s", exc)
+            return report
+
+        records = self.store.live_instances()
+        self._adopt_unknown(vms, {r.id for r in records}, now)
+        records = self.store.live_instances()
+        vm_by_iid = {vm.instance_id: vm for vm in vms if vm.instance_id}
+        observed = [self._observe_one(r, vm_by_iid.get(r.id), snap.workers.get(r.id), now) for r in records]
+        live = {r.id: r for r in observed if r.state is not InstanceState.GONE}
+
+        # Finish what an earlier life of the engine started: deletes in progress, drains maybe never sent.
+        for rec in list(live.values()):
+            if rec.state is InstanceState.DELETING:
+                live[rec.id] = self._delete(rec, vm_by_iid.get(rec.id), now)
+            elif rec.state is InstanceState.DRAINING and not rec.drain_sent:
+                live[rec.id] = self._send_drain(rec, "drain resumed after restart", now, report)
+        live = {k: r for k, r in live.items() if r.state is not InstanceState.GONE}
+
+        view = self._view(now, list(live.values()), snap, report)
+        plan = decide(view, self.settings)
+        report.plan = plan
+        self._execute(plan, live, vm_by_iid, now, report)
+        for unsat in snap.unsatisfiable:
+            self.store.record_wait(now, f"not demand: {unsat.reason}")
+        report.alive = len(self.store.live_instances())
+        self._publish(now, snap, plan, report)
+        return report
+
+    def _send_drain(self, rec: InstanceRecord, reason: str, now: float, report: CycleReport) -> InstanceRecord:
+        try:
+            self.batch.drain(rec.id, reason)
+        except BatchError as exc:
+            report.errors.append(str(exc))
+            log.warning("%s: drain failed: %s (retrying next cycle)", rec.id, exc)
+            return rec
+        return self.store.update_instance(rec, drain_sent=True)
+
+    def _quota(self, report: CycleReport) -> Quota:
+        try:
+            return self.cloud.quota()
+        except CloudError as exc:
+            report.errors.append(f"quota: {exc.reason}")
+            return Quota()
+
+    def _view(self, now: float, live: list[InstanceRecord], snap: BatchSnapshot, report: CycleReport) -> ClusterView:
+        views = []
+        for rec in live:
+            worker = snap.workers.get(rec.id)
+            views.append(
+                InstanceView(
+                    id=rec.id,
+                    flavour=rec.flavour,
+                    state=rec.state,
+                    state_since=rec.state_since,
+                    created_at=rec.created_at,
+                    group=rec.group,
+                    free=worker.free if worker is not None else None,
+                    idle_since=rec.idle_since,
+                    drained=bool(worker is not None and worker.drained)
+                    or (rec.state is InstanceState.DRAINING and worker is None and rec.joined_at is not None),
+                    failure=rec.failure,
+                )
+            )
+        return ClusterView(now, tuple(views), snap.demand, self._quota(report), self.store.boot_failures())
+
+    def _execute(
+        self,
+        plan: Plan,
+        live: dict[str, InstanceRecord],
+        vms: dict[str, CloudVM],
+        now: float,
+        report: CycleReport,
+    ) -> None:
+        for action in plan.actions:
+            if action.kind is ActionKind.DELETE and action.instance_id in live:
+                rec = live[action.instance_id]
+                self._decision(now, "delete", action.reason, rec.id)
+                if action.failed_boot:
+                    self._count_failed_boot(now, action.reason)
+                rec = self.store.set_state(rec, InstanceState.DELETING, now)  # intent first
+                live[rec.id] = self._delete(rec, vms.get(rec.id), now)
+            elif action.kind is ActionKind.DRAIN and action.instance_id in live:
+                rec = live[action.instance_id]
+                self._decision(now, "drain", action.reason, rec.id)
+                rec = self.store.set_state(rec, InstanceState.DRAINING, now, drain_sent=False)  # intent first
+                live[rec.id] = self._send_drain(rec, action.reason, now, report)
+            elif action.kind is ActionKind.BOOT:
+                self._decision(now, "boot", action.reason, flavour=action.flavour, count=action.count)
+                report.errors.extend(self._boot(action, now))
+            elif action.kind is ActionKind.WAIT and self.store.record_wait(now, action.reason):
+                log.info("wait: %s", action.reason)
+
+    def _publish(self, now: float, snap: BatchSnapshot, plan: Plan, report: CycleReport) -> None:
+        """The latest picture, for `marea status` (which may run while the engine does)."""
+        self.store.put_json(
+            "last_cycle",
+            {
+                "at": now,
+                "queued_jobs": snap.queued_jobs,
+                "demand": [
+                    {
+                        "count": d.count,
+                        "cores": d.request.cores,
+                        "memory_mb": d.request.memory_mb,
+                        "gpus": d.request.gpus,
+                        "group": d.group,
+                    }
+                    for d in snap.demand
+                ],
+                "unsatisfiable": [{"jobs": list(u.job_ids), "reason": u.reason} for u in snap.unsatisfiable],
+                "waiting": [a.reason for a in plan.of_kind(ActionKind.WAIT)],
+                "errors": report.errors,
+            },
+        )

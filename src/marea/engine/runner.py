@@ -1,0 +1,104 @@
+"""`marea run`: the reconcile loop as a daemon, stopped cleanly by SIGTERM or SIGINT.
+
+Stopping does not touch the VMs: they keep running their jobs, and the next start adopts them. A lock file
+next to the state database keeps a second engine from driving the same cluster at the same time.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from marea.batch.factory import make_batch
+from marea.clouds.factory import make_cloud
+from marea.config import MareaConfig
+from marea.engine.reconciler import Reconciler
+from marea.engine.store import Store
+
+log = logging.getLogger("marea.engine")
+
+
+class AlreadyRunning(Exception):
+    pass
+
+
+def setup_logging(cfg: MareaConfig, verbose: bool = False) -> None:
+    handler: logging.Handler = (
+        logging.FileHandler(cfg.path(cfg.engine.log_file)) if cfg.engine.log_file else logging.StreamHandler()
+    )
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger("marea")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def build_reconciler(cfg: MareaConfig) -> Reconciler:
+    return Reconciler(
+        cluster=cfg.cluster.name,
+        store=Store(cfg.state_url(), cfg.cluster.name),
+        cloud=make_cloud(cfg),
+        batch=make_batch(cfg),
+        settings=cfg.policy_settings(),
+        user_data_template=cfg.user_data_template(),
+        variables={f"MAREA_VAR_{k.upper()}": v for k, v in cfg.worker.variables.items()},
+        clock=time.time,
+    )
+
+
+def _lock(cfg: MareaConfig) -> IO[str] | None:
+    if "://" in cfg.cluster.state:
+        return None  # a server database: locking is the operator's business (one engine per cluster)
+    path = Path(str(cfg.path(cfg.cluster.state)) + ".lock")
+    f = open(path, "a+")  # noqa: SIM115 - held for the life of the process
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise AlreadyRunning(f"another marea engine already runs on {cfg.path(cfg.cluster.state)}") from None
+    return f
+
+
+def run_forever(cfg: MareaConfig, stop: threading.Event | None = None, max_cycles: int | None = None) -> None:
+    stop = stop or threading.Event()
+    lock = _lock(cfg)
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s: stopping after this cycle", signal.Signals(signum).name)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
+    rec = build_reconciler(cfg)
+    log.info(
+        "engine started: cluster %s, %s cloud, %s batch, interval %g s",
+        cfg.cluster.name,
+        rec.cloud.name,
+        rec.batch.name,
+        cfg.engine.interval_s,
+    )
+    cycles = 0
+    try:
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                rec.cycle()
+            except Exception:  # one bad cycle must not kill the daemon; the next one starts from the store
+                log.exception("reconcile cycle failed")
+            cycles += 1
+            if max_cycles is not None and cycles >= max_cycles:
+                break
+            stop.wait(max(0.0, cfg.engine.interval_s - (time.monotonic() - started)))
+    finally:
+        rec.cloud.close()
+        rec.batch.close()
+        rec.store.close()
+        if lock is not None:
+            lock.close()
+        log.info("engine stopped")

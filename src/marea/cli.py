@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from marea.cluster.cli import app as cluster_app
 from marea.config import ConfigError, MareaConfig, load_config
 
 app = typer.Typer(
@@ -22,6 +23,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check and convert configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(cluster_app, name="cluster")
 
 err = Console(stderr=True)
 

@@ -171,6 +171,10 @@ class OpenStackCloud(CloudDriver):
                     raise self.error(exc, "connect") from None
             return self._conn
 
+    def add_secrets(self, values: Sequence[str]) -> None:
+        """More values to scrub from error text (join secrets made by the cluster maker)."""
+        self._secrets.extend(v for v in values if v)
+
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
             if secret:

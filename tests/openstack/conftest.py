@@ -29,7 +29,7 @@ NO_HOST_FLAVOUR = "x1.nohost"
 
 
 @dataclass
-class Testbed:
+class OpenStackTestbed:
     clouds_yaml: Path
 
     def connect(self, cloud: str = "demo") -> Any:
@@ -40,7 +40,7 @@ class Testbed:
 
 
 @pytest.fixture(scope="session")
-def testbed() -> Iterator[Testbed]:
+def testbed() -> Iterator[OpenStackTestbed]:
     if not (VENV / "bin" / "nova-compute").exists():
         pytest.skip(f"OpenStack testbed not installed in {VENV}: run 'make testbeds'")
     running = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True).returncode == 0
@@ -52,7 +52,7 @@ def testbed() -> Iterator[Testbed]:
             pytest.fail(f"testbed did not start: {started.stderr[-2000:]}")
     os.environ["OS_CLIENT_CONFIG_FILE"] = str(STATE / "clouds.yaml")
     os.environ.pop("OS_CLOUD", None)
-    bed = Testbed(STATE / "clouds.yaml")
+    bed = OpenStackTestbed(STATE / "clouds.yaml")
     admin = bed.connect("admin")
     if admin.compute.find_flavor(NO_HOST_FLAVOUR) is None:
         admin.compute.create_flavor(name=NO_HOST_FLAVOUR, ram=512, vcpus=1, disk=700000)
@@ -65,14 +65,14 @@ def testbed() -> Iterator[Testbed]:
 
 
 @pytest.fixture
-def admin(testbed: Testbed) -> Iterator[Any]:
+def admin(testbed: OpenStackTestbed) -> Iterator[Any]:
     conn = testbed.connect("admin")
     yield conn
     conn.close()
 
 
 @pytest.fixture
-def demo(testbed: Testbed) -> Iterator[Any]:
+def demo(testbed: OpenStackTestbed) -> Iterator[Any]:
     conn = testbed.connect("demo")
     yield conn
     conn.close()

@@ -186,7 +186,7 @@ class OpenStackCloud(CloudDriver):
         from keystoneauth1 import exceptions as ks
         from openstack import exceptions as sdk
 
-        status = getattr(exc, "status_code", None)
+        status = getattr(exc, "status_code", None) or getattr(exc, "http_status", None)
         detail = getattr(exc, "details", None) or getattr(exc, "message", None) or str(exc)
         text = " ".join(str(detail).split())[:300]
         lower = text.lower()

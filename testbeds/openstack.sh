@@ -49,12 +49,15 @@ rabbit_env() { # RabbitMQ private to this state dir, loopback only, own epmd
 sql() { mariadb --defaults-file="$STATE/etc/my.cnf" -uroot "$@"; }
 
 cmd_install() {
-  if ! command -v mariadbd >/dev/null || [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+  if ! command -v mariadbd >/dev/null || ! command -v cloud-init >/dev/null \
+     || [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
     apt-get -o DPkg::Lock::Timeout=600 update -qq
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
-      --no-install-recommends rabbitmq-server mariadb-server mariadb-client curl >/dev/null
+      --no-install-recommends rabbitmq-server mariadb-server mariadb-client curl cloud-init >/dev/null
     # Debian starts both services on install: this testbed runs its own, on its own state dir.
-    systemctl disable --now rabbitmq-server mariadb >/dev/null 2>&1 || true
+    for svc in rabbitmq-server mariadb; do
+      systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
+    done
   fi
   if [ -f "$VENV/.marea-installed" ] && cmp -s "$VENV/.marea-installed" "$HERE/constraints.txt"; then
     log "venv $VENV already installed with these constraints"; return 0

@@ -12,9 +12,7 @@ DATA = Path(__file__).parent / "data"
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "marea", *args], capture_output=True, text=True, timeout=timeout
-    )
+    return subprocess.run([sys.executable, "-m", "marea", *args], capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

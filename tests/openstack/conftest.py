@@ -115,7 +115,9 @@ def purge(conn: Any, cluster: str) -> None:
 
     def owned() -> list[Any]:
         return [
-            s for s in conn.compute.servers() if (s.metadata or {}).get(TAG_CLUSTER) == cluster and s.status != "DELETED"
+            s
+            for s in conn.compute.servers()
+            if (s.metadata or {}).get(TAG_CLUSTER) == cluster and s.status != "DELETED"
         ]
 
     for server in owned():

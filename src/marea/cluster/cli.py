@@ -43,11 +43,12 @@ def _progress() -> Progress:
 
 def _print_status(st) -> None:  # type: ignore[no-untyped-def]
     if st.master is None:
-        out.print(f"cluster {st.name}: no master")
+        out.print(f"cluster {st.name}: no master", soft_wrap=True)
     else:
         out.print(
             f"cluster {st.name}: master {st.master.name} {st.master.status.value}, "
-            f"address {st.master.address or '-'}, floating IP {st.floating_ip or '-'}"
+            f"address {st.master.address or '-'}, floating IP {st.floating_ip or '-'}",
+            soft_wrap=True,
         )
     table = Table("worker", "state", "address", "fault")
     for vm in st.workers:
@@ -104,5 +105,6 @@ def destroy(
     released = ", ".join(report.floating_ips_released) or "none"
     out.print(
         f"deleted {report.servers} server(s), {report.ports} port(s), {report.security_groups} security group(s); "
-        f"floating IPs kept in the project: {kept}; released: {released}"
+        f"floating IPs kept in the project: {kept}; released: {released}",
+        soft_wrap=True,
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from marea.cluster.cloudinit import master_marea_toml, master_user_data, worker_template
+from marea.cluster.cloudinit import master_marea_toml, master_user_data
 from marea.cluster.config import ClusterFile, parse_cluster
 from marea.cluster.joins import make_join_secrets
 from marea.config import ConfigError, parse_config
@@ -105,5 +105,5 @@ def test_cluster_file_errors_name_the_key() -> None:
         parse_cluster({"cloud": {"driver": "openstack"}})
     with pytest.raises(ConfigError, match=r"master\.floating_network"):
         parse_cluster({"master": {"flavour": "m1.small"}})
-    with pytest.raises(ConfigError, match="cloud.driver"):
+    with pytest.raises(ConfigError, match=r"cloud\.driver"):
         parse_cluster({"master": {"flavour": "m", "floating_network": "public"}})

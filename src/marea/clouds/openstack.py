@@ -184,6 +184,7 @@ class OpenStackCloud(CloudDriver):
     def error(self, exc: BaseException, what: str) -> CloudError:
         """Map an SDK or transport exception to a CloudError with a kind and a secret-free reason."""
         from keystoneauth1 import exceptions as ks
+
         from openstack import exceptions as sdk
 
         status = getattr(exc, "status_code", None) or getattr(exc, "http_status", None)

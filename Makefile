@@ -16,9 +16,11 @@ setup: $(BIN)/marea
 
 testbeds:
 	bash testbeds/slurm.sh install
+	bash testbeds/postgres.sh install
 
 demo: setup
 	bash testbeds/slurm.sh install
+	bash testbeds/postgres.sh install
 	$(BIN)/marea demo
 
 lint: setup

@@ -191,6 +191,9 @@ class MareaConfig(_Strict):
 
     def state_url(self) -> str:
         s = self.cluster.state
+        if s.startswith(("postgresql://", "postgres://")):
+            # SQLAlchemy would pick psycopg2; marea ships with psycopg 3 (extra "postgres")
+            return "postgresql+psycopg://" + s.split("://", 1)[1]
         if "://" in s:
             return s
         return f"sqlite:///{self.path(s).resolve()}"

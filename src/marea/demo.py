@@ -247,11 +247,12 @@ def run_demo(
     timeout_s: float = 600.0,
     console: Console | None = None,
     keep_dir: bool = False,
+    testbed: SlurmTestbed | None = None,
 ) -> DemoResult:
     if os.geteuid() != 0:
         raise DemoError("the demo needs root (network namespaces for the Slurm testbed and the worker VMs)")
     console = console or Console(stderr=True)
-    testbed = SlurmTestbed(repo_root() / "testbeds" / "slurm.sh")
+    testbed = testbed or SlurmTestbed(repo_root() / "testbeds" / "slurm.sh")
     workdir = Path(tempfile.mkdtemp(prefix="marea-demo-"))
     result = DemoResult()
     t0 = time.monotonic()

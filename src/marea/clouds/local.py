@@ -219,8 +219,9 @@ class LocalCloud(CloudDriver):
             return  # already gone: deleting twice is not an error
         meta = self._read_meta(d)
         pid = int(str(meta.get("pid", 0)))
-        ns = meta.get("netns")
-        pids = self._pids(pid, str(ns) if ns else None)
+        # the namespace name follows from the instance id: found even if a crash cut the create short
+        ns = meta.get("netns") or (self._netns_name(d.name) if self.netns else None)
+        pids = self._pids(pid, str(ns) if ns else None, d)
         self._terminate(pids)
         if ns and Path(f"/run/netns/{ns}").exists():
             subprocess.run(["ip", "netns", "del", str(ns)], capture_output=True, timeout=30)
@@ -231,20 +232,22 @@ class LocalCloud(CloudDriver):
         (target / _META).rename(target / "meta.deleted.json")
 
     @staticmethod
-    def _pids(pid: int, ns: str | None) -> set[int]:
-        """Every process of the VM: its session, and everything in its network namespace."""
+    def _pids(pid: int, ns: str | None, vm_dir: Path) -> set[int]:
+        """Every process of the VM: its session, those started in its directory (a create cut short by a
+        crash may not have recorded the pid yet), and everything in its network namespace."""
         pids: set[int] = set()
-        if pid:
-            for entry in Path("/proc").iterdir():
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    if os.getsid(int(entry.name)) == pid:
-                        pids.add(int(entry.name))
-                except (ProcessLookupError, PermissionError):
-                    continue
-            if _alive(pid):
-                pids.add(pid)
+        root = str(vm_dir.resolve())
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            p = int(entry.name)
+            try:
+                if (pid and os.getsid(p) == pid) or os.readlink(f"/proc/{p}/cwd") == root:
+                    pids.add(p)
+            except OSError:
+                continue
+        if pid and _alive(pid):
+            pids.add(pid)
         if ns and Path(f"/run/netns/{ns}").exists():
             out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, timeout=30)
             pids.update(int(p) for p in out.stdout.split() if p.isdigit())

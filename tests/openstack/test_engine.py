@@ -1,10 +1,10 @@
 """The elastic engine (marea.engine.Reconciler) driving the real OpenStack testbed through the openstack driver.
 
-The cloud side is real (Keystone, Nova with the fake virt driver, Neutron, Glance). The batch side is a fixed
-queue (`FixedQueue` below): the testbed's servers never run their user-data, so no worker could join any batch
-system, and this helper has no network namespace of its own to run a Slurm controller in; what is under test
-here is the engine's use of the cloud (boots, quota, ERROR handling, ownership), not demand parsing, which the
-Slurm tests cover against real Slurm.
+The cloud side is real (Keystone, Nova with the fake virt driver, Neutron, Glance). The batch side is a
+fixed queue (`tests.fixed_queue.FixedQueue`): the testbed's servers never run their user-data, so no worker
+could join any batch system, and this helper has no network namespace of its own to run a Slurm controller
+in; what is under test here is the engine's use of the cloud (boots, quota, ERROR handling, ownership), not
+demand parsing, which the Slurm tests cover against real Slurm.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from marea.batch.base import BatchSnapshot, BatchSystem
+from marea.batch.base import BatchSystem
 from marea.clouds.base import TAG_CLUSTER, TAG_INSTANCE
 from marea.clouds.factory import make_cloud
 from marea.cluster.config import parse_cluster
@@ -26,30 +26,13 @@ from marea.cluster.maker import ClusterMaker
 from marea.config import MareaConfig, parse_config
 from marea.engine.reconciler import Reconciler
 from marea.engine.store import Store
-from marea.model import ActionKind, DemandGroup, Flavour, Resources
+from marea.model import ActionKind
+from tests.fixed_queue import FixedQueue
 
 from .conftest import NO_HOST_FLAVOUR, OpenStackTestbed, purge, wait_for
 from .test_cluster import cluster_data, project_fips
 
 pytestmark = pytest.mark.openstack
-
-
-class FixedQueue(BatchSystem):
-    """`jobs` queued jobs of one shape that never start (no worker can join in this testbed)."""
-
-    name = "fixed-queue"
-
-    def __init__(self, jobs: int, cores: float = 1.0, memory_mb: float = 1000.0) -> None:
-        self.jobs, self.request = jobs, Resources(cores, memory_mb)
-
-    def snapshot(self, flavours: tuple[Flavour, ...]) -> BatchSnapshot:
-        return BatchSnapshot(demand=(DemandGroup(self.request, self.jobs),), queued_jobs=self.jobs)
-
-    def drain(self, worker: str, reason: str) -> None:
-        pass
-
-    def remove(self, worker: str) -> bool:
-        return True
 
 
 def reconciler(cfg: MareaConfig, batch: BatchSystem, tmp_path: Path) -> Reconciler:

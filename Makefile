@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 $(BIN)/marea: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,sim]'
+	$(BIN)/pip install -q -e '.[dev,sim,openstack,ec2]'
 	touch $@
 
 setup: $(BIN)/marea
@@ -17,6 +17,7 @@ setup: $(BIN)/marea
 testbeds:
 	bash testbeds/slurm.sh install
 	bash testbeds/postgres.sh install
+	bash testbeds/openstack.sh install
 
 demo: setup
 	bash testbeds/slurm.sh install

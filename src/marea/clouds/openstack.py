@@ -210,8 +210,9 @@ class OpenStackCloud(CloudDriver):
     def _resolve(self, kind: str, ref: str) -> str:
         """The id of an image / network / flavour named or identified by `ref`, cached."""
         key = (kind, ref)
-        if key in self._ids:
-            return self._ids[key]
+        with self._lock:
+            if key in self._ids:
+                return self._ids[key]
         finder = {
             "image": self.conn.image.find_image,
             "network": self.conn.network.find_network,
@@ -223,7 +224,8 @@ class OpenStackCloud(CloudDriver):
             raise self.error(exc, f"find {kind} {ref!r}") from None
         if found is None:
             raise CloudError(f"openstack: {kind} {ref!r} not found in the project", CloudErrorKind.NOT_FOUND)
-        self._ids[key] = found.id
+        with self._lock:
+            self._ids[key] = found.id
         return str(found.id)
 
     def to_vm(self, server: Any) -> CloudVM:
@@ -296,8 +298,16 @@ class OpenStackCloud(CloudDriver):
             except CloudError as exc:
                 return CreateResult(spec, error=exc)
 
-        if specs:
-            self.conn  # connect once, before the threads race to do it  # noqa: B018
+        if specs and self.settings.image and self.settings.network:
+            # Connect and look up the ids once, before the threads: openstacksdk's lookups are not safe to
+            # race (under load some concurrent find_network calls came back empty).
+            try:
+                self._resolve("image", self.settings.image)
+                self._resolve("network", self.settings.network)
+                for name in sorted({s.flavour.name for s in specs}):
+                    self._resolve("flavour", name)
+            except CloudError as exc:
+                return [CreateResult(spec, error=exc) for spec in specs]
         return list(self._pool.map(one, specs))
 
     def list_owned(self, cluster: str) -> list[CloudVM]:

@@ -113,6 +113,7 @@ cmd_start() {
     > "$STATE/rabbitmq/rabbitmq.conf"
   echo '[].' > "$STATE/rabbitmq/plugins"
 
+  rm -rf "$STATE/rabbitmq/mnesia"  # fresh queues every start, so a killed broker leaves nothing behind
   ( rabbit_env
     setsid /usr/bin/epmd -address 127.0.0.1 -port 4369 > "$STATE/logs/epmd.out" 2>&1 < /dev/null &
     echo $! > "$STATE/run/epmd.pid"
@@ -200,28 +201,20 @@ SQL
 }
 
 cmd_stop() {
+  # every process at once: SIGTERM, 5 s of grace, then SIGKILL
   local f pid pids=() i alive
-  for f in "$STATE"/run/{nova-api,keystone,placement,glance,neutron,nova-conductor,nova-scheduler}.pid \
-           "$STATE"/run/nova-compute-*.pid; do
-    [ -f "$f" ] && pids+=("$(cat "$f")")
+  for f in "$STATE"/run/*.pid; do
+    [ -f "$f" ] && pid=$(cat "$f") && [ -n "$pid" ] && pids+=("$pid")
   done
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for i in $(seq 1 100); do
+  # each daemon was started with setsid: signal its whole process group (workers included)
+  for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done
+  for i in $(seq 1 50); do
     alive=0
     for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
     [ $alive = 0 ] && break; sleep 0.1
   done
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  if [ -f "$STATE/run/rabbitmq.pid" ]; then
-    ( rabbit_env; /usr/lib/rabbitmq/bin/rabbitmqctl -q stop "$RABBITMQ_PID_FILE" ) >/dev/null 2>&1 \
-      || kill "$(cat "$STATE/run/rabbitmq.pid")" 2>/dev/null || true
-  fi
-  for f in mariadb epmd; do
-    [ -f "$STATE/run/$f.pid" ] || continue
-    pid=$(cat "$STATE/run/$f.pid"); kill "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  done
+  # nothing here is worth a slow graceful shutdown: every start begins from fresh databases and queues
+  for pid in "${pids[@]}"; do kill -9 -- "-$pid" 2>/dev/null || true; kill -9 "$pid" 2>/dev/null || true; done
   rm -f "$STATE"/run/*.pid
   log "stopped"
 }

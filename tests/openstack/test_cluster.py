@@ -142,3 +142,28 @@ def test_cli_bad_cluster_file_exits_2(tmp_path: Path) -> None:
     bad.write_text('[cluster]\nname = "x"\n[master]\nflavour = "m1.small"\n')
     r = CliRunner().invoke(app, ["cluster", "create", "-c", str(bad)])
     assert r.exit_code == 2 and "master.floating_network" in r.output
+
+
+@pytest.mark.parametrize(("system", "ports"), [("htcondor", {9618}), ("kubernetes", {6443, 10250})])
+def test_htcondor_and_kubernetes_masters_open_only_their_ports(
+    testbed: OpenStackTestbed, admin: Any, demo: Any, cluster_name: str, system: str, ports: set[int]
+) -> None:
+    data = cluster_data(cluster_name)
+    data["batch"] = {"system": system}
+    maker = ClusterMaker(parse_cluster(data))
+    try:
+        st = maker.create()
+        assert st.master is not None
+        group = demo.network.find_security_group(f"marea-{cluster_name}-master")
+        rules = list(demo.network.security_group_rules(security_group_id=group.id, direction="ingress"))
+        opened = {r.port_range_min for r in rules if r.port_range_min}
+        assert opened == ports | {22}
+        ssh = [r for r in rules if r.port_range_min == 22]
+        assert [r.remote_ip_prefix for r in ssh] == ["0.0.0.0/0"]
+        assert all(r.remote_group_id for r in rules if r.port_range_min != 22), "batch ports open to the world"
+        user_data = base64.b64decode(admin.compute.get_server(st.master.cloud_id).user_data).decode()
+        assert ("condor_token_create" if system == "htcondor" else "kubeadm") in user_data
+        report = maker.destroy(release_floating_ips=True)
+        assert report.servers == 1 and report.security_groups == 2
+    finally:
+        purge(demo, cluster_name)

@@ -349,14 +349,27 @@ class OpenStackCloud(CloudDriver):
         ]
 
     def quota(self) -> Quota:
+        """Headroom = the limits API's maxima minus usage.
+
+        Nova's own usage figures lag a create by a few seconds (they count once the conductor wrote the
+        instance), while the server list shows a new server at once; the larger of the two is used, so a
+        cycle right after a scale-up does not see room that is already taken and trip over 403s.
+        """
         try:
             limits = self.conn.compute.get_limits().absolute
+            servers = [
+                srv
+                for srv in self.conn.compute.servers(details=True)
+                if str(srv.status or "").upper() not in ("DELETED", "SOFT_DELETED")
+            ]
         except Exception as exc:
             raise self.error(exc, "read limits") from None
+        listed_cores = sum(int(getattr(srv.flavor, "vcpus", 0) or 0) for srv in servers)
+        listed_ram = sum(int(getattr(srv.flavor, "ram", 0) or 0) for srv in servers)
         return Quota(
-            instances=_headroom(limits.instances, limits.instances_used),
-            cores=_headroom(limits.total_cores, limits.total_cores_used),
-            memory_mb=_headroom(limits.total_ram, limits.total_ram_used),
+            instances=_headroom(limits.instances, max(int(limits.instances_used or 0), len(servers))),
+            cores=_headroom(limits.total_cores, max(int(limits.total_cores_used or 0), listed_cores)),
+            memory_mb=_headroom(limits.total_ram, max(int(limits.total_ram_used or 0), listed_ram)),
         )
 
     def close(self) -> None:

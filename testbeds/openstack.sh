@@ -70,10 +70,10 @@ cmd_install() {
 
 render() { sed -e "s#@STATE@#$STATE#g" "$1" > "$2"; }
 
-gunicorn_start() { # name port module env...
-  local name=$1 port=$2 module=$3; shift 3
+gunicorn_start() { # name port module workers env...
+  local name=$1 port=$2 module=$3 workers=$4; shift 4
   env OS_WSGI_MODULE="$module" "$@" setsid "$VENV/bin/gunicorn" --chdir "$STATE/etc" --no-control-socket \
-    --bind "127.0.0.1:$port" --workers 1 --threads 8 --worker-class gthread --timeout 300 \
+    --bind "127.0.0.1:$port" --workers "$workers" --threads 8 --worker-class gthread --timeout 300 \
     --pid "$STATE/run/$name.pid" --name "$name" wsgi_shim:application \
     > "$STATE/logs/$name-gunicorn.log" 2>&1 < /dev/null &
 }
@@ -162,7 +162,7 @@ SQL
     wait $p1 || die "keystone init failed (see $STATE/logs/init-keystone.log)"
   fi
 
-  gunicorn_start keystone 5000 keystone.wsgi.api OS_KEYSTONE_CONFIG_DIR="$STATE/etc/keystone"
+  gunicorn_start keystone 5000 keystone.wsgi.api 1 OS_KEYSTONE_CONFIG_DIR="$STATE/etc/keystone"
   wait_http http://127.0.0.1:5000/v3 120
   log "keystone up"
   if [ $first = 1 ]; then
@@ -172,10 +172,12 @@ SQL
     wait $p4 || die "nova init failed"
     log "catalog and schemas ready"
   fi
-  gunicorn_start placement 8778 placement.wsgi.api OS_PLACEMENT_CONFIG_DIR="$STATE/etc/placement"
-  gunicorn_start glance 9292 glance.wsgi.api OS_GLANCE_CONFIG_DIR="$STATE/etc/glance"
-  gunicorn_start neutron 9696 neutron.wsgi.api OS_NEUTRON_CONFIG_DIR="$STATE/etc/neutron"
-  gunicorn_start nova-api 8774 nova.wsgi.osapi_compute OS_NOVA_CONFIG_DIR="$STATE/etc/nova" \
+  gunicorn_start placement 8778 placement.wsgi.api 1 OS_PLACEMENT_CONFIG_DIR="$STATE/etc/placement"
+  gunicorn_start glance 9292 glance.wsgi.api 1 OS_GLANCE_CONFIG_DIR="$STATE/etc/glance"
+  # one process each: with two neutron processes, Nova's network checks sometimes got 404 for a network
+  # that exists (seen under 50 parallel creates)
+  gunicorn_start neutron 9696 neutron.wsgi.api 1 OS_NEUTRON_CONFIG_DIR="$STATE/etc/neutron"
+  gunicorn_start nova-api 8774 nova.wsgi.osapi_compute 1 OS_NOVA_CONFIG_DIR="$STATE/etc/nova" \
     "OS_NOVA_CONFIG_FILES=api-paste.ini;nova.conf;nova-api.conf"
   daemon_start nova-conductor nova-conductor $NC
   daemon_start nova-scheduler nova-scheduler $NC

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from marea.cli import app
-from marea.clouds.base import TAG_CLUSTER
+from marea.clouds.base import TAG_CLUSTER, CloudError
 from marea.cluster.config import load_cluster, parse_cluster
 from marea.cluster.maker import ClusterMaker
 
@@ -167,3 +167,16 @@ def test_htcondor_and_kubernetes_masters_open_only_their_ports(
         assert report.servers == 1 and report.security_groups == 2
     finally:
         purge(demo, cluster_name)
+
+
+def test_a_failed_create_removes_what_it_made(testbed: OpenStackTestbed, demo: Any, cluster_name: str) -> None:
+    data = cluster_data(cluster_name)
+    data["master"]["flavour"] = "no-such-flavour"
+    maker = ClusterMaker(parse_cluster(data))
+    with pytest.raises(CloudError) as info:
+        maker.create()
+    assert "no-such-flavour" in info.value.reason and "removed" in info.value.reason
+    tag = f"{TAG_CLUSTER}={cluster_name}"
+    assert list(demo.network.security_groups(tags=tag)) == []
+    assert list(demo.network.ports(tags=tag)) == []
+    assert demo.compute.find_keypair(f"marea-{cluster_name}") is None

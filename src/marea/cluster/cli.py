@@ -68,7 +68,7 @@ def create(config: Path = CONFIG) -> None:
             task = bar.add_task("starting", total=1.0)
             st = maker.create(lambda step, f: bar.update(task, description=step, completed=f))
     except CloudError as exc:
-        raise _fail(f"{exc.reason} (run 'marea cluster destroy' to remove what was created)", 1) from None
+        raise _fail(exc.reason, 1) from None
     _print_status(st)
 
 

@@ -63,6 +63,8 @@ class ClusterMaker:
         self.name = cf.marea.cluster.name
         self.tag = f"{TAG_CLUSTER}={self.name}"
         self.driver = driver or OpenStackCloud(cf.marea.cloud.openstack)
+        #: the keypair the running create made (a failed create deletes it; destroy finds it on the master)
+        self._created_keypair: str | None = None
 
     @property
     def conn(self) -> Any:
@@ -121,6 +123,7 @@ class ClusterMaker:
         if existing is not None:
             raise CloudError(f"keypair {name} already exists: destroy the old cluster or pick another name")
         self._call("create keypair", self.conn.compute.create_keypair, name=name, public_key=key)
+        self._created_keypair = name
         return name
 
     def _floating_ip(self, port: Any) -> Any:
@@ -165,9 +168,27 @@ class ClusterMaker:
         return master_user_data(self._master_file(workers_sg, key), joins, master_ip, self._clouds_yaml())
 
     def create(self, progress: Progress = _quiet) -> ClusterStatus:
-        cf, net, compute = self.cf, self.conn.network, self.conn.compute
+        """Create the cluster; when a step fails, remove what this call made (a floating IP stays allocated)."""
         if self._master_server() is not None:
             raise CloudError(f"cluster {self.name} already has a master: use status, or destroy it first")
+        if list(self._call("list security groups", self.conn.network.security_groups, tags=self.tag)):
+            raise CloudError(f"cluster {self.name} has resources left from an earlier create: destroy it first")
+        self._created_keypair = None
+        try:
+            return self._create(progress)
+        except CloudError as exc:
+            log.warning("create failed (%s): removing what was created", exc.reason)
+            try:
+                self.destroy(release_floating_ips=False)
+                if self._created_keypair:
+                    self._call("delete keypair", self.conn.compute.delete_keypair, self._created_keypair,
+                               ignore_missing=True)  # fmt: skip
+            except CloudError as cleanup:
+                raise CloudError(f"{exc.reason}; cleanup also failed: {cleanup.reason}", exc.kind) from None
+            raise CloudError(f"{exc.reason} (everything created was removed)", exc.kind) from None
+
+    def _create(self, progress: Progress) -> ClusterStatus:
+        cf, net, compute = self.cf, self.conn.network, self.conn.compute
         progress("security groups", 0.05)
         master_sg, workers_sg = self._security_groups()
         progress("keypair", 0.15)

@@ -17,6 +17,7 @@ setup: $(BIN)/marea
 testbeds:
 	bash testbeds/slurm.sh install
 	bash testbeds/postgres.sh install
+	bash testbeds/podman.sh install
 	bash testbeds/openstack.sh install
 
 demo: setup

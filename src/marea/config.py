@@ -162,6 +162,95 @@ class BatchSection(_Strict):
     htcondor: HTCondorSection = HTCondorSection()
 
 
+class ElastiqBaselineSection(_Strict):
+    """The elastiq baseline of `marea simulate`: elastiq.conf's [elastiq] keys (min/max from [policy])."""
+
+    check_queue_every_s: PositiveSeconds = 240.0
+    check_vms_every_s: PositiveSeconds = 300.0
+    waiting_jobs_threshold: Annotated[int, Field(ge=0)] = 0
+    waiting_jobs_time_s: Annotated[float, Field(ge=0)] = 600.0
+    n_jobs_per_vm: Annotated[int, Field(ge=1)] = 4
+    idle_for_time_s: Annotated[float, Field(ge=0)] = 600.0
+    estimated_vm_deploy_time_s: PositiveSeconds = 420.0
+
+
+class SimulateSection(_Strict):
+    """Simulator-only knobs (`marea simulate`): the simulated cloud, the trace units, the baselines."""
+
+    #: VM boot time: uniform in boot_time_s +- boot_time_jitter_s (CloudVeneto's elastiq.conf: 420 s)
+    boot_time_s: Annotated[float, Field(ge=0)] = 420.0
+    boot_time_jitter_s: Annotated[float, Field(ge=0)] = 0.0
+    #: probability that a boot fails (the VM never joins)
+    boot_failure_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    quota_instances: Annotated[int, Field(ge=0)] | None = None
+    quota_cores: Annotated[int, Field(ge=0)] | None = None
+    seed: int = 0
+    #: job memory from an SWF trace: none (cores only), requested (field 10) or used (field 7)
+    swf_memory: Literal["none", "requested", "used"] = "none"
+    #: replay SWF jobs with run time <= 0 (cancelled/failed) as zero-length jobs instead of dropping them
+    keep_failed_jobs: bool = False
+    #: size of the `static` baseline (default: policy.max_workers)
+    static_workers: Annotated[int, Field(ge=0)] | None = None
+    #: stop this long after the last submission; jobs still queued are "never started"
+    horizon_s: PositiveSeconds = 7 * 86400.0
+    #: sampling period of the workers-over-time plot
+    sample_every_s: PositiveSeconds = 600.0
+    elastiq: ElastiqBaselineSection = ElastiqBaselineSection()
+
+    @model_validator(mode="after")
+    def _jitter_below_mean(self) -> SimulateSection:
+        if self.boot_time_jitter_s > self.boot_time_s:
+            raise ValueError("boot_time_jitter_s must not exceed boot_time_s (boot times would be negative)")
+        return self
+
+
+class OffloadKubernetesSection(_Strict):
+    """The `kubernetes` offload backend: pods go to a remote cluster reached through a kubeconfig."""
+
+    kubeconfig: str = ""
+    context: str = ""
+    #: remote namespace = prefix + the pod's namespace, except for the namespaces listed in `unprefixed`
+    namespace_prefix: str = "offload-"
+    unprefixed: list[str] = []
+    #: namespaces whose pods are refused (never created remotely)
+    refused_namespaces: list[str] = ["kube-system", "kube-public", "kube-node-lease"]
+    #: merged into every pod (the pod's own keys win for nodeSelector; tolerations are added)
+    node_selector: dict[str, str] = {}
+    tolerations: list[dict[str, str]] = []
+    #: the pod's serviceAccountName names an account of the *central* cluster: drop it by default
+    service_account: Literal["drop", "keep"] = "drop"
+    timeout_s: PositiveSeconds = 30.0
+
+
+PODMAN_COMMAND = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+PODMAN_RUN_OPTIONS = ["--network", "host", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+
+
+class OffloadSection(_Strict):
+    """`marea offload serve`: the interLink plugin server."""
+
+    backend: Literal["local", "slurm", "kubernetes"] = "local"
+    #: unix socket path (default transport, mode 0600); ignored when `port` is set
+    socket: str = "marea-offload.sock"
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 0
+    #: bearer token required on TCP (or env MAREA_OFFLOAD_TOKEN)
+    token: SecretStr | None = None
+    #: pod directories and the pod store (offload.db)
+    state_dir: str = "marea-offload"
+    refresh_s: Annotated[float, Field(gt=0, le=60)] = 2.0
+    #: the podman command line (runtime flags that work in restricted hosts)
+    podman: list[str] = PODMAN_COMMAND
+    #: options of every `podman create` (host network: a pod's containers share localhost, as in Kubernetes)
+    run_options: list[str] = PODMAN_RUN_OPTIONS
+    grace_s: Annotated[int, Field(ge=0, le=300)] = 5
+    #: pods the virtual node accepts (the ping's `pods`)
+    max_pods: Annotated[int, Field(ge=1)] = 110
+    #: python3 on the nodes that runs the pod runner (default: the server's interpreter)
+    python: str = ""
+    kubernetes: OffloadKubernetesSection = OffloadKubernetesSection()
+
+
 class MareaConfig(_Strict):
     cluster: ClusterSection = ClusterSection()
     engine: EngineSection = EngineSection()
@@ -172,6 +261,8 @@ class MareaConfig(_Strict):
     cloud: CloudSection = CloudSection()
     worker: WorkerSection = WorkerSection()
     batch: BatchSection = BatchSection()
+    simulate: SimulateSection = SimulateSection()
+    offload: OffloadSection = OffloadSection()
     #: where this configuration came from; relative paths in it are relative to this directory
     source_dir: str = Field(default=".", exclude=True)
 

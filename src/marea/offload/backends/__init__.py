@@ -1,0 +1,1 @@
+"""Offload backends: where an offloaded pod runs (local podman, a Slurm job, a remote Kubernetes cluster)."""

@@ -1,0 +1,261 @@
+"""The kubernetes backend. No Kubernetes API server can run on this machine, so:
+
+- the objects marea would create are validated against the OFFICIAL Kubernetes JSON schemas (PyPI package
+  kubernetes-validate, strict mode: unknown fields are errors);
+- the API calls go to an HTTP-level FAKE of the API server (tests/offload/fake_kube.py) on a real socket,
+  which stores what it is sent and answers LIST / DELETE / log like the REST API. The fake is not a real
+  API server: scheduling, admission and kubelets are not exercised here.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from marea.config import OffloadKubernetesSection
+from marea.offload.backends.kubetranslate import MANAGED, remote_name, translate
+from marea.offload.wire import WireError, parse_create
+from tests.offload.conftest import Server, load_create, states, wait_for
+from tests.offload.fake_kube import FakeKube
+
+K8S_VERSION = "1.30.0"
+SECTION = OffloadKubernetesSection(
+    namespace_prefix="tenant-",
+    node_selector={"pool": "offload"},
+    tolerations=[{"key": "offload", "operator": "Exists", "effect": "NoSchedule"}],
+)
+
+
+def translated(uid: str | None = None) -> Any:
+    req = load_create(uid or str(uuid.uuid4()))
+    (parsed,) = parse_create(json.dumps(req).encode())
+    return req, translate(parsed, SECTION)
+
+
+def test_translated_objects_are_valid_kubernetes_objects() -> None:
+    _, objs = translated()
+    ns = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": objs.namespace}}
+    for obj in [ns, objs.pod, *objs.configmaps, *objs.secrets]:
+        kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_translation_rewrites_references_and_keeps_the_spec() -> None:
+    req, objs = translated()
+    uid = req["pod"]["metadata"]["uid"]
+    pod, spec = objs.pod, objs.pod["spec"]
+    assert objs.namespace == "tenant-cms" and pod["metadata"]["namespace"] == "tenant-cms"
+    assert len(pod["metadata"]["name"]) <= 63 and pod["metadata"]["name"].endswith(uid)
+    assert pod["metadata"]["labels"][MANAGED] == "true" and pod["metadata"]["labels"]["app"] == "flashsim"
+    cms = {c["metadata"]["name"] for c in objs.configmaps}
+    secrets = {s["metadata"]["name"] for s in objs.secrets}
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert vols["settings"]["configMap"]["name"] in cms
+    assert vols["creds"]["secret"]["secretName"] in secrets
+    assert vols["scratch"] == {"name": "scratch", "emptyDir": {}}
+    # the projected service-account volume arrived as data: it becomes a ConfigMap with those files
+    proj = vols["kube-api-access-x7k2p"]
+    assert "projected" not in proj and proj["configMap"]["name"] in cms
+    token_cm = next(c for c in objs.configmaps if c["metadata"]["name"] == proj["configMap"]["name"])
+    assert set(token_cm["data"]) == {"token", "ca.crt", "namespace"}
+    env = {e["name"]: e for e in spec["containers"][0]["env"]}
+    assert env["DB_USER"]["valueFrom"]["secretKeyRef"]["name"] in secrets
+    assert spec["automountServiceAccountToken"] is False
+    assert "serviceAccountName" not in spec and "nodeName" not in spec
+    assert spec["nodeSelector"] == {"pool": "offload"}
+    assert {"key": "offload", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    assert any(t["key"] == "virtual-node.interlink/no-schedule" for t in spec["tolerations"])
+    # full fidelity: probes, init containers, resources, restartPolicy come through untouched
+    orig = req["pod"]["spec"]
+    assert spec["containers"][0]["livenessProbe"] == orig["containers"][0]["livenessProbe"]
+    assert spec["initContainers"] == orig["initContainers"]
+    assert spec["containers"][0]["resources"] == orig["containers"][0]["resources"]
+    assert spec["restartPolicy"] == "Never"
+
+
+def test_names_and_namespaces() -> None:
+    uid = str(uuid.uuid4())
+    long = remote_name("a-very-long-pod-name-that-goes-on-and-on-and-on", uid)
+    assert len(long) <= 63 and long.endswith(uid) and not long.startswith("-")
+    keep = OffloadKubernetesSection(unprefixed=["shared"])
+    req = load_create(uid)
+    req["pod"]["metadata"]["namespace"] = "shared"
+    (parsed,) = parse_create(json.dumps(req).encode())
+    assert translate(parsed, keep).namespace == "shared"
+    req["pod"]["metadata"]["namespace"] = "kube-system"
+    (parsed,) = parse_create(json.dumps(req).encode())
+    with pytest.raises(WireError):
+        translate(parsed, keep)
+
+
+@pytest.fixture
+def fake_kube() -> Iterator[FakeKube]:
+    fake = FakeKube().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def kube_server(tmp_path: Path, fake_kube: FakeKube) -> Iterator[Server]:
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(fake_kube.kubeconfig())
+    toml = f"""
+[offload]
+backend = "kubernetes"
+socket = "@SOCK@"
+state_dir = "@STATE@"
+refresh_s = 0.2
+[offload.kubernetes]
+kubeconfig = "{kubeconfig}"
+namespace_prefix = "tenant-"
+node_selector = {{ pool = "offload" }}
+"""
+    server = Server(tmp_path, toml).start()
+    yield server
+    server.stop()
+
+
+def test_pod_lifecycle_through_the_api(kube_server: Server, fake_kube: FakeKube) -> None:
+    req = load_create(str(uuid.uuid4()))
+    pod = req["pod"]
+    r = kube_server.create(req)
+    assert r.status_code == 200, r.text
+    ns, name = r.json()["PodJID"].split("/")
+    assert ns == "tenant-cms"
+    remote = fake_kube.objects[("pods", ns, name)]
+    kinds = sorted(k for (k, n, _) in fake_kube.objects if n == ns)
+    assert kinds == ["configmaps", "configmaps", "pods", "secrets"]
+    assert remote["spec"]["nodeSelector"] == {"pool": "offload"}
+    # a retried create is the same pod
+    assert kube_server.create(req).json()["PodJID"] == f"{ns}/{name}"
+
+    assert states(kube_server.status(pod)) == {"prepare": "waiting", "main": "waiting"}
+    running = {
+        "name": "main",
+        "image": "docker.io/library/busybox:latest",
+        "ready": True,
+        "restartCount": 0,
+        "state": {"running": {"startedAt": "2026-11-22T04:00:05Z"}},
+    }
+    done_init = {
+        "name": "prepare",
+        "image": "docker.io/library/busybox:latest",
+        "ready": False,
+        "restartCount": 0,
+        "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+    }
+    remote["status"] = {
+        "phase": "Running",
+        "initContainerStatuses": [done_init],
+        "containerStatuses": [running],
+    }
+    fake_kube.modified(ns, name)
+    wait_for(kube_server, pod, lambda st: states(st) == {"prepare": "terminated", "main": "running"}, timeout=10)
+
+    fake_kube.logs[(ns, name, "main")] = ["one", "two", "three"]
+    assert kube_server.logs(pod, "main").text == "one\ntwo\nthree\n"
+    assert kube_server.logs(pod, "main", Tail=1).text == "three\n"
+    assert (
+        "GET",
+        f"/api/v1/namespaces/{ns}/pods/{name}/log",
+        "container=main&tailLines=1",
+    ) in fake_kube.requests
+    started = time.monotonic()
+    followed = kube_server.logs(pod, "main", Follow=True)
+    assert followed.text == "one\ntwo\nthree\n" and time.monotonic() - started >= 0.6  # streamed, not buffered
+
+    finished = copy.deepcopy(running)
+    finished["state"] = {"terminated": {"exitCode": 3, "reason": "Error"}}
+    remote["status"]["containerStatuses"] = [finished]
+    fake_kube.modified(ns, name)
+    st = wait_for(kube_server, pod, lambda st: states(st)["main"] == "terminated", timeout=10)[-1]
+    assert st["containers"][0]["state"]["terminated"]["exitCode"] == 3
+
+    # the status changes above arrived through the watch: one watch, no LIST per refresh or per status call
+    watches = [q for m, p, q in fake_kube.requests if p == "/api/v1/pods" and "watch=true" in q]
+    lists = [q for m, p, q in fake_kube.requests if p == "/api/v1/pods" and "watch=true" not in q]
+    assert len(watches) == 1 and len(lists) <= 3, (watches, lists)
+    for _ in range(20):
+        kube_server.status(pod)
+    assert [q for m, p, q in fake_kube.requests if p == "/api/v1/pods" and "watch" not in q] == lists
+
+    ping = kube_server.client.request("GET", "/status", json=[]).json()
+    assert ping["resources"]["cpu"] == "7" and ping["resources"]["memory"] == "16384Mi"
+
+    assert kube_server.delete(pod).status_code == 200
+    assert not [k for k in fake_kube.objects if k[1] == ns]
+    assert kube_server.delete(pod).status_code == 200
+
+
+def test_broken_watch_is_relisted(kube_server: Server, fake_kube: FakeKube) -> None:
+    req = load_create(str(uuid.uuid4()))
+    ns, name = kube_server.create(req).json()["PodJID"].split("/")
+    watching = [("GET", "/api/v1/pods")]  # wait until the watch is open and has delivered the pod
+    wait_for(
+        kube_server,
+        req["pod"],
+        lambda st: any(r[:2] == watching[0] and "watch" in r[2] for r in fake_kube.requests),
+        timeout=10,
+    )
+    time.sleep(0.5)
+    lists_before = len([q for m, p, q in fake_kube.requests if p == "/api/v1/pods" and "watch" not in q])
+    # the API server ends the watch with 410 Gone (a compacted resourceVersion), then the pod changes
+    fake_kube.events.append((fake_kube.version + 1, "ERROR", {"metadata": {}, "code": 410, "message": "too old"}))
+    fake_kube.version += 1
+    remote = fake_kube.objects[("pods", ns, name)]
+    remote["status"] = {
+        "phase": "Failed",
+        "containerStatuses": [
+            {
+                "name": "main",
+                "image": "x",
+                "ready": False,
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": 9, "reason": "Error"}},
+            }
+        ],
+    }
+    st = wait_for(kube_server, req["pod"], lambda st: states(st)["main"] == "terminated", timeout=15)[-1]
+    assert st["containers"][0]["state"]["terminated"]["exitCode"] == 9
+    lists_after = len([q for m, p, q in fake_kube.requests if p == "/api/v1/pods" and "watch" not in q])
+    assert lists_after > lists_before
+    kube_server.delete(req["pod"])
+
+
+def test_refused_namespace_is_a_clear_422(kube_server: Server, fake_kube: FakeKube) -> None:
+    req = load_create(str(uuid.uuid4()))
+    req["pod"]["metadata"]["namespace"] = "kube-system"
+    r = kube_server.create(req)
+    assert r.status_code == 422 and "kube-system" in r.text
+    assert not [k for k in fake_kube.objects if k[0] == "pods"]
+
+
+def test_follow_ends_when_client_goes_away(kube_server: Server, fake_kube: FakeKube) -> None:
+    req = load_create(str(uuid.uuid4()))
+    ns, name = kube_server.create(req).json()["PodJID"].split("/")
+    fake_kube.logs[(ns, name, "main")] = [f"line {i}" for i in range(100)]
+    fake_kube.follow_delay = 0.05
+    got: list[str] = []
+
+    def read_some() -> None:
+        body = {"PodUID": req["pod"]["metadata"]["uid"], "ContainerName": "main", "Opts": {"Follow": True}}
+        with kube_server.client.stream("GET", "/getLogs", json=body) as resp:
+            for chunk in resp.iter_text():
+                got.append(chunk)
+                if "line 3" in "".join(got):
+                    return
+
+    t = threading.Thread(target=read_some)
+    t.start()
+    t.join(20)
+    assert not t.is_alive() and "line 0" in "".join(got)
+    assert kube_server.client.get("/healthz").status_code == 200
+    kube_server.delete(req["pod"])

@@ -1,0 +1,135 @@
+"""The slurm backend end to end: real slurmctld + one dynamic slurmd (this suite's own instance), real podman.
+
+One pod -> one sbatch job running the pod runner on the node; status from one cached `squeue --json` per
+refresh plus the runner's files. The same interLink 0.6.2-shaped request as the local backend's test.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from marea.batch.slurm import parse_demand
+from marea.model import Resources
+from tests.offload.conftest import (
+    Server,
+    all_terminated,
+    load_create,
+    podman_containers,
+    simple_pod,
+    slurm_client,
+    states,
+    wait_for,
+)
+
+pytestmark = [pytest.mark.slurm, pytest.mark.podman]
+
+
+def squeue_job(jid: str) -> dict[str, Any] | None:
+    for job in json.loads(slurm_client("squeue", "--json"))["jobs"]:
+        if str(job["job_id"]) == jid:
+            return dict(job)
+    return None
+
+
+def test_pod_runs_as_a_slurm_job(slurm_server: Server) -> None:
+    req = load_create(str(uuid.uuid4()))
+    pod = req["pod"]
+    uid = pod["metadata"]["uid"]
+    r = slurm_server.create(req)
+    assert r.status_code == 200, r.text
+    jid = r.json()["PodJID"]
+    assert jid.isdigit()
+
+    job = squeue_job(jid)
+    assert job is not None and job["partition"] == "marea"
+    # the job carries the pod's requests (main: cpu 1, memory 64Mi): that is what the engine counts as demand
+    assert job["cpus"] == 1 and job["memory_per_node"] == 64
+
+    seen = wait_for(slurm_server, pod, lambda st: states(st)["main"] == "running", timeout=60)
+    assert states(seen[0]) == {"prepare": "waiting", "main": "waiting"}
+
+    followed: list[str] = []
+
+    def follow() -> None:
+        body = {
+            "PodUID": uid,
+            "PodName": pod["metadata"]["name"],
+            "Namespace": "cms",
+            "ContainerName": "main",
+            "Opts": {"Follow": True},
+        }
+        with slurm_server.client.stream("GET", "/getLogs", json=body) as resp:
+            followed.extend(resp.iter_text())
+
+    t = threading.Thread(target=follow)
+    t.start()
+    final = wait_for(slurm_server, pod, all_terminated, timeout=60)[-1]
+    assert [c["state"]["terminated"]["exitCode"] for c in final["initContainers"] + final["containers"]] == [
+        0,
+        0,
+    ]
+    t.join(30)
+    assert not t.is_alive() and "tick 2" in "".join(followed) and "".join(followed).endswith("main done\n")
+    logs = slurm_server.logs(pod, "main")
+    assert logs.text.splitlines()[:3] == [
+        f"hello offload from {pod['metadata']['name']} in cms",
+        "user=alice mode=fast",
+        "s3cr3t-pw",
+    ]
+    assert slurm_server.logs(pod, "main", Tail=1).text == "main done\n"
+
+    assert slurm_server.delete(pod).status_code == 200
+    assert not (slurm_server.workdir / "state" / "pods" / uid).exists()
+    assert podman_containers(uid) == []
+
+
+def test_failing_pod_gives_its_exit_code(slurm_server: Server) -> None:
+    req = simple_pod(str(uuid.uuid4()), "echo boom >&2; exit 42")
+    assert slurm_server.create(req).status_code == 200
+    st = wait_for(slurm_server, req["pod"], all_terminated, timeout=60)[-1]
+    term = st["containers"][0]["state"]["terminated"]
+    assert term["exitCode"] == 42 and term["reason"] == "Error"
+    assert slurm_server.logs(req["pod"], "main").text == "boom\n"
+    slurm_server.delete(req["pod"])
+
+
+def test_pending_pod_is_demand_and_delete_cancels_it(slurm_server: Server) -> None:
+    """A pod bigger than any node pends as an ordinary job of the partition, with the pod's cpu and memory."""
+    req = simple_pod(str(uuid.uuid4()), "true", cpu="3500m", memory="1.5Gi")
+    r = slurm_server.create(req)
+    jid = r.json()["PodJID"]
+    job = squeue_job(jid)
+    assert job is not None
+    assert job["job_state"] == "PENDING" and job["partition"] == "marea"
+    assert job["cpus"] == 4 and job["memory_per_node"] == 1536
+    # and the elastic engine's own Slurm demand parser counts it: one job of 4 cores and 1536 MB
+    squeue = json.loads(slurm_client("squeue", "--json", "--states=PENDING"))
+    groups, queued = parse_demand(squeue, "marea")
+    assert queued >= 1 and any(g.request == Resources(4.0, 1536.0, 0) and g.count >= 1 for g in groups)
+    time.sleep(1)
+    st = slurm_server.status(req["pod"])
+    waiting = st["containers"][0]["state"]["waiting"]
+    assert waiting["reason"] == "JobPending" and jid in waiting["message"]
+    assert slurm_server.delete(req["pod"]).status_code == 200
+    job = squeue_job(jid)
+    assert job is None or job["job_state"] == "CANCELLED"
+
+
+def test_server_restart_while_job_runs(slurm_server: Server) -> None:
+    req = simple_pod(str(uuid.uuid4()), "echo a; sleep 3; echo b")
+    pod = req["pod"]
+    assert slurm_server.create(req).status_code == 200
+    wait_for(slurm_server, pod, lambda st: states(st)["main"] == "running", timeout=60)
+    slurm_server.kill()
+    slurm_server.start()
+    assert states(slurm_server.status(pod))["main"] in ("running", "terminated")
+    final = wait_for(slurm_server, pod, all_terminated, timeout=60)[-1]
+    assert final["containers"][0]["state"]["terminated"]["exitCode"] == 0
+    assert slurm_server.logs(pod, "main").text == "a\nb\n"
+    assert slurm_server.delete(pod).status_code == 200

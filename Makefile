@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 $(BIN)/marea: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,sim,htcondor]'
+	$(BIN)/pip install -q -e '.[dev,sim,htcondor,openstack,ec2,postgres]'
 	touch $@
 
 setup: $(BIN)/marea
@@ -19,6 +19,7 @@ testbeds:
 	bash testbeds/postgres.sh install
 	bash testbeds/podman.sh install
 	bash testbeds/htcondor.sh install
+	bash testbeds/openstack.sh install
 
 demo: setup
 	bash testbeds/slurm.sh install

@@ -11,6 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from marea.cluster.cli import app as cluster_app
 from marea.config import ConfigError, MareaConfig, load_config
 from marea.offload.cli import offload_app
 from marea.sim.cli import simulate_command
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Check and convert configuration files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+app.add_typer(cluster_app, name="cluster")
 app.command("simulate")(simulate_command)
 app.add_typer(offload_app, name="offload")
 

@@ -98,6 +98,8 @@ class OpenStackCloudSection(_Strict):
     security_groups: list[str] = []
     key_name: str = ""
     boot_timeout_s: PositiveSeconds = 600.0
+    #: creates sent to Nova at the same time (a scale-up of tens of workers should not be serial)
+    parallel_creates: Annotated[int, Field(ge=1, le=64)] = 10
 
 
 class Ec2CloudSection(_Strict):

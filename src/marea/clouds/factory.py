@@ -20,4 +20,12 @@ def make_cloud(cfg: MareaConfig) -> CloudDriver:
             subnet=s.subnet,
             first_host=s.first_host,
         )
+    if driver == "openstack":
+        from marea.clouds.openstack import OpenStackCloud
+
+        return OpenStackCloud(cfg.cloud.openstack, parallel_creates=cfg.cloud.openstack.parallel_creates)
+    if driver == "ec2":
+        from marea.clouds.ec2 import Ec2Cloud
+
+        return Ec2Cloud(cfg.cloud.ec2)
     raise NotImplementedError(f"cloud driver {driver!r} is not available in this build")

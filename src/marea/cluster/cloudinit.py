@@ -1,0 +1,263 @@
+"""Cloud-init user-data for the master and the workers, per batch system.
+
+Both are `#cloud-config` documents, so any image that runs cloud-init works, and both pass cloud-init's own
+schema validation (tested with Debian's `cloud-init schema`). The master installs the batch system's central
+manager and marea, and runs `marea run` with the admin's cluster file plus the worker template below. Worker
+templates carry `${MAREA_*}` placeholders that the engine fills for each worker (name, cores, memory) and
+`${MAREA_VAR_*}` join parameters that come from the master's `[worker.variables]`.
+
+Files holding secrets are written with mode 0600/0400 and `defer: true` (after packages created their users).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from marea.cluster.config import ClusterFile
+from marea.cluster.joins import JoinSecrets
+from marea.cluster.tomlout import dumps
+
+SLURMCTLD_PORT = 6817
+#: TCP ports the master must accept from workers, per system (SSH is opened to the admin's CIDR apart)
+MASTER_PORTS: dict[str, list[int]] = {
+    "slurm": [SLURMCTLD_PORT],
+    "htcondor": [9618],
+    "kubernetes": [6443, 10250],
+}
+#: TCP ports workers must accept from the cluster (the master and each other)
+WORKER_PORTS: dict[str, list[int]] = {
+    "slurm": [6818],
+    "htcondor": [9618],
+    "kubernetes": [10250],
+}
+
+
+def _doc(body: dict[str, Any]) -> str:
+    # JSON is YAML: cloud-init reads it as a #cloud-config document, and marea needs no YAML library
+    return "#cloud-config\n" + json.dumps(body, indent=2) + "\n"
+
+
+def _file(path: str, content: str, mode: str = "0644", **extra: Any) -> dict[str, Any]:
+    return {"path": path, "content": content, "permissions": mode, **extra}
+
+
+def _secret_file(path: str, content_b64: str, owner: str, mode: str = "0400") -> dict[str, Any]:
+    return {
+        "path": path,
+        "encoding": "b64",
+        "content": content_b64,
+        "owner": owner,
+        "permissions": mode,
+        "defer": True,
+    }
+
+
+# -- workers ---------------------------------------------------------------------------------------------------
+def worker_template(system: str) -> str:
+    """The worker user-data template the master's engine renders for every worker it boots."""
+    if system == "slurm":
+        body: dict[str, Any] = {
+            "packages": ["slurmd", "munge"],
+            "write_files": [_secret_file("/etc/munge/munge.key", "${MAREA_VAR_MUNGE_KEY}", "munge:munge")],
+            "runcmd": [
+                ["systemctl", "restart", "munge"],
+                ["systemctl", "disable", "--now", "slurmd"],
+                ["mkdir", "-p", "/var/spool/slurmd"],
+                [
+                    "sh",
+                    "-c",
+                    "slurmd -Z -N ${MAREA_NAME} --conf-server ${MAREA_VAR_SLURM_CONTROLLER} "
+                    '--conf "CPUs=${MAREA_CORES} RealMemory=${MAREA_MEMORY_MB} Feature=${MAREA_VAR_SLURM_FEATURE}"',
+                ],
+            ],
+        }
+    elif system == "htcondor":
+        body = {
+            "packages": ["htcondor"],
+            "write_files": [
+                _file(
+                    "/etc/condor/config.d/50-marea.conf",
+                    "CONDOR_HOST = ${MAREA_VAR_CONDOR_HOST}\nuse ROLE: Execute\nuse SECURITY: recommended_v9_0\n"
+                    'STARTD_ATTRS = $(STARTD_ATTRS) MareaInstance\nMareaInstance = "${MAREA_NAME}"\n'
+                    "NETWORK_HOSTNAME = ${MAREA_NAME}\n",
+                ),
+                {
+                    "path": "/etc/condor/tokens.d/marea-worker",
+                    "content": "${MAREA_VAR_CONDOR_IDTOKEN}\n",
+                    "permissions": "0600",
+                    "defer": True,
+                },
+            ],
+            "runcmd": [["systemctl", "restart", "condor"]],
+        }
+    else:
+        body = {
+            "packages": ["kubeadm", "kubelet", "containerd"],
+            "runcmd": [
+                [
+                    "kubeadm",
+                    "join",
+                    "${MAREA_VAR_K8S_ENDPOINT}",
+                    "--token",
+                    "${MAREA_VAR_K8S_TOKEN}",
+                    "--discovery-token-ca-cert-hash",
+                    "${MAREA_VAR_K8S_CA_HASH}",
+                    "--node-name",
+                    "${MAREA_NAME}",
+                ]
+            ],
+        }
+    return _doc(body)
+
+
+def worker_variables(system: str, joins: JoinSecrets, master_ip: str, feature: str = "marea") -> dict[str, str]:
+    """The `[worker.variables]` of the master's marea.toml (exposed to templates as MAREA_VAR_<NAME>)."""
+    if system == "slurm":
+        return {
+            "slurm_controller": f"{master_ip}:{SLURMCTLD_PORT}",
+            "slurm_feature": feature,
+            "munge_key": joins.munge_key_b64,
+        }
+    if system == "htcondor":
+        return {"condor_host": master_ip}  # condor_idtoken is appended on the master at first boot
+    return {
+        "k8s_endpoint": f"{master_ip}:6443",
+        "k8s_token": joins.kubeadm_token,
+        "k8s_ca_hash": joins.k8s_ca_hash,
+    }
+
+
+# -- master ----------------------------------------------------------------------------------------------------
+def master_marea_toml(cf: ClusterFile, joins: JoinSecrets, master_ip: str) -> str:
+    """The marea.toml the master's engine runs: the admin's file, the worker template, the join variables."""
+    data: dict[str, Any] = {k: v for k, v in cf.marea_data.items() if k != "worker"}
+    cluster = dict(data.get("cluster", {}))
+    cluster["state"] = "/var/lib/marea/state.db"
+    data["cluster"] = cluster
+    system = cf.marea.batch.system
+    feature = cf.marea.batch.slurm.feature
+    variables = {**cf.marea.worker.variables, **worker_variables(system, joins, master_ip, feature)}
+    # [worker] last and [worker.variables] last in it: the master appends the HTCondor IDTOKEN at boot
+    data["worker"] = {"user_data": worker_template(system), "variables": variables}
+    return dumps(data)
+
+
+def _slurm_conf(cf: ClusterFile, master_ip: str) -> str:
+    s = cf.marea.batch.slurm
+    return "\n".join(
+        [
+            f"ClusterName={cf.marea.cluster.name}",
+            f"SlurmctldHost={cf.marea.cluster.name}-master({master_ip})",
+            "SlurmctldParameters=enable_configless",
+            "AuthType=auth/munge",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core_Memory",
+            f"MaxNodeCount={max(1, cf.marea.policy.max_workers)}",
+            "TreeWidth=65533",
+            "ReturnToService=2",
+            f"NodeSet=marea Feature={s.feature}",
+            f"PartitionName={s.partition} Nodes=marea Default=YES MaxTime=INFINITE State=UP",
+            "",
+        ]
+    )
+
+
+def master_user_data(cf: ClusterFile, joins: JoinSecrets, master_ip: str, clouds_yaml: str | None = None) -> str:
+    system = cf.marea.batch.system
+    toml = master_marea_toml(cf, joins, master_ip)
+    files: list[dict[str, Any]] = [
+        {
+            "path": "/etc/marea/marea.toml",
+            "encoding": "b64",
+            "content": base64.b64encode(toml.encode()).decode(),
+            "permissions": "0600",
+        },
+        _file(
+            "/etc/systemd/system/marea.service",
+            "[Unit]\nDescription=marea elastic engine\nAfter=network-online.target\n\n[Service]\n"
+            "ExecStart=/opt/marea/bin/marea run -c /etc/marea/marea.toml\nRestart=on-failure\n"
+            + ("Environment=OS_CLIENT_CONFIG_FILE=/etc/marea/clouds.yaml\n" if clouds_yaml else "")
+            + "\n[Install]\nWantedBy=multi-user.target\n",
+        ),
+    ]
+    if clouds_yaml is not None:
+        files.append(
+            {
+                "path": "/etc/marea/clouds.yaml",
+                "encoding": "b64",
+                "content": base64.b64encode(clouds_yaml.encode()).decode(),
+                "permissions": "0600",
+            }
+        )
+    runcmd: list[Any]
+    if system == "slurm":
+        packages = ["slurmctld", "slurm-client", "munge", "python3-venv"]
+        files += [
+            _secret_file("/etc/munge/munge.key", joins.munge_key_b64, "munge:munge"),
+            _file("/etc/slurm/slurm.conf", _slurm_conf(cf, master_ip), defer=True),
+        ]
+        runcmd = [["systemctl", "restart", "munge"], ["systemctl", "restart", "slurmctld"]]
+    elif system == "htcondor":
+        packages = ["htcondor", "python3-venv"]
+        files += [
+            _file(
+                "/etc/condor/config.d/50-marea.conf",
+                f"CONDOR_HOST = {master_ip}\nuse ROLE: CentralManager\nuse ROLE: Submit\n"
+                "use SECURITY: recommended_v9_0\n",
+                defer=True,
+            ),
+            _secret_file("/etc/condor/passwords.d/POOL", joins.condor_signing_key_b64, "root:root", "0600"),
+        ]
+        runcmd = [
+            ["systemctl", "restart", "condor"],
+            [
+                "sh",
+                "-c",
+                "condor_token_create -identity marea-worker@$(condor_config_val UID_DOMAIN) -key POOL "
+                "-authz ADVERTISE_STARTD -authz ADVERTISE_MASTER -authz READ > /etc/marea/worker.token && "
+                'printf \'"condor_idtoken" = "%s"\\n\' "$(tr -d \'\\n\' < /etc/marea/worker.token)" '
+                ">> /etc/marea/marea.toml",
+            ],
+        ]
+    else:
+        packages = ["kubeadm", "kubelet", "kubectl", "containerd", "python3-venv"]
+        files += [
+            _file("/etc/kubernetes/pki/ca.crt", joins.k8s_ca_cert_pem),
+            {
+                "path": "/etc/kubernetes/pki/ca.key",
+                "encoding": "b64",
+                "content": base64.b64encode(joins.k8s_ca_key_pem.encode()).decode(),
+                "permissions": "0600",
+            },
+        ]
+        runcmd = [
+            [
+                "kubeadm",
+                "init",
+                "--token",
+                joins.kubeadm_token,
+                "--token-ttl",
+                "0",
+                "--apiserver-advertise-address",
+                master_ip,
+                "--control-plane-endpoint",
+                f"{master_ip}:6443",
+            ]
+        ]
+    runcmd += [
+        ["mkdir", "-p", "/var/lib/marea"],
+        ["python3", "-m", "venv", "/opt/marea"],
+        ["/opt/marea/bin/pip", "install", "--quiet", cf.master.marea_package],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "--now", "marea.service"],
+    ]
+    body = {
+        "hostname": f"{cf.marea.cluster.name}-master",
+        "package_update": True,
+        "packages": packages,
+        "write_files": files,
+        "runcmd": runcmd,
+    }
+    return _doc(body)

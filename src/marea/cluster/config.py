@@ -1,0 +1,74 @@
+"""cluster.toml: a marea.toml (the elastic engine the master will run) plus a `[master]` section.
+
+The master section only matters to `marea cluster`: which flavour the master gets, where its floating IP comes
+from, who may reach it. Everything else is validated by marea's own config model, so the file the master runs
+is exactly the file the admin wrote, with the join parameters filled in.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError
+
+from marea.config import ConfigError, MareaConfig, _describe, _Strict, parse_config
+
+
+class MasterSection(_Strict):
+    flavour: str = Field(min_length=1, description="OpenStack flavour of the master VM")
+    #: external network the master's floating IP comes from (a free one of the project is reused first)
+    floating_network: str = Field(min_length=1)
+    #: image of the master (default: cloud.openstack.image)
+    image: str = ""
+    #: OpenSSH public key installed as the cluster's keypair (empty: use cloud.openstack.key_name as it is)
+    ssh_public_key: str = ""
+    #: who may reach the master over SSH
+    ssh_cidr: str = "0.0.0.0/0"
+    #: how marea itself gets onto the master (a pip requirement: a version, a wheel URL, a git URL)
+    marea_package: str = "marea[openstack]"
+    boot_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+
+
+@dataclass(frozen=True)
+class ClusterFile:
+    master: MasterSection
+    marea: MareaConfig
+    #: the marea part as read, for writing it onto the master
+    marea_data: dict[str, Any]
+
+
+def parse_cluster(data: dict[str, Any], source: str = "<cluster>", source_dir: str = ".") -> ClusterFile:
+    data = dict(data)
+    master_data = data.pop("master", None)
+    if master_data is None:
+        raise ConfigError(f"{source}: master: required section is missing")
+    try:
+        master = MasterSection.model_validate(master_data)
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False)
+        first = _describe({**errors[0], "loc": ("master", *errors[0]["loc"])})
+        raise ConfigError(f"{source}: {first}") from None
+    cfg = parse_config(data, source, source_dir)
+    if cfg.cloud.driver != "openstack":
+        raise ConfigError(f"{source}: cloud.driver: marea cluster needs 'openstack', got {cfg.cloud.driver!r}")
+    if not cfg.cloud.openstack.image and not master.image:
+        raise ConfigError(f"{source}: cloud.openstack.image: required by marea cluster")
+    if not cfg.cloud.openstack.network:
+        raise ConfigError(f"{source}: cloud.openstack.network: required by marea cluster")
+    return ClusterFile(master, cfg, data)
+
+
+def load_cluster(path: str | Path) -> ClusterFile:
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    return parse_cluster(data, str(p), str(p.resolve().parent))

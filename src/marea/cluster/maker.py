@@ -1,0 +1,318 @@
+"""Create, inspect and destroy a cluster on OpenStack: a master VM with the only floating IP, workers by marea.
+
+Ownership, so that destroy removes exactly what create made and nothing else:
+- servers carry `marea-cluster = <name>` in their metadata (the master also `marea-role = master`, and no
+  `marea-instance`, so the engine never adopts it as a worker);
+- Neutron resources (security groups, the master's port, the floating IP) carry the tag
+  `marea-cluster=<name>`;
+- the keypair is `marea-<name>`, and only deleted when the master's metadata says this cluster created it.
+Floating IPs are the project's, not the cluster's: create reuses a free one before allocating, and destroy
+keeps it allocated (untagged, free for the next cluster) unless asked to release it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from marea.clouds.base import TAG_CLUSTER, TAG_INSTANCE, CloudError, CloudErrorKind, CloudVM, VMStatus
+from marea.clouds.openstack import OpenStackCloud
+from marea.cluster.cloudinit import MASTER_PORTS, WORKER_PORTS, master_user_data
+from marea.cluster.config import ClusterFile
+from marea.cluster.joins import JoinSecrets, make_join_secrets
+
+log = logging.getLogger("marea.cluster")
+
+TAG_ROLE = "marea-role"
+TAG_KEYPAIR = "marea-keypair"
+
+#: a step's description, and how far the whole operation is (0..1)
+Progress = Callable[[str, float], None]
+
+
+def _quiet(step: str, fraction: float) -> None:
+    log.info("%s", step)
+
+
+@dataclass
+class ClusterStatus:
+    name: str
+    master: CloudVM | None = None
+    floating_ip: str | None = None
+    workers: list[CloudVM] = field(default_factory=list)
+
+
+@dataclass
+class DestroyReport:
+    servers: int = 0
+    security_groups: int = 0
+    ports: int = 0
+    floating_ips_kept: list[str] = field(default_factory=list)
+    floating_ips_released: list[str] = field(default_factory=list)
+    keypair_deleted: bool = False
+
+
+class ClusterMaker:
+    def __init__(self, cf: ClusterFile, driver: OpenStackCloud | None = None) -> None:
+        self.cf = cf
+        self.name = cf.marea.cluster.name
+        self.tag = f"{TAG_CLUSTER}={self.name}"
+        self.driver = driver or OpenStackCloud(cf.marea.cloud.openstack)
+        #: the keypair the running create made (a failed create deletes it; destroy finds it on the master)
+        self._created_keypair: str | None = None
+
+    @property
+    def conn(self) -> Any:
+        return self.driver.conn
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        try:
+            return fn(*args, **kw)
+        except CloudError:
+            raise
+        except Exception as exc:
+            raise self.driver.error(exc, what) from None
+
+    def _tag(self, resource: Any) -> None:
+        self._call("tag resource", self.conn.network.set_tags, resource, [self.tag])
+
+    # -- create ----------------------------------------------------------------------------------------------
+    def _security_groups(self) -> tuple[Any, Any]:
+        net = self.conn.network
+        system = self.cf.marea.batch.system
+        groups = []
+        for role in ("master", "workers"):
+            group = self._call(
+                "create security group",
+                net.create_security_group,
+                name=f"marea-{self.name}-{role}",
+                description=f"marea cluster {self.name}: {role}",
+            )
+            self._tag(group)
+            groups.append(group)
+        master, workers = groups
+        rules: list[dict[str, Any]] = [
+            {"security_group_id": master.id, "port_range_min": 22, "port_range_max": 22,
+             "remote_ip_prefix": self.cf.master.ssh_cidr},
+        ]  # fmt: skip
+        for port in MASTER_PORTS[system]:
+            for remote in (master.id, workers.id):
+                rules.append({"security_group_id": master.id, "port_range_min": port, "port_range_max": port,
+                              "remote_group_id": remote})  # fmt: skip
+        for remote in (master.id, workers.id):  # workers: every TCP port from the cluster (MPI, srun, ...)
+            rules.append({"security_group_id": workers.id, "port_range_min": 1, "port_range_max": 65535,
+                          "remote_group_id": remote})  # fmt: skip
+        for rule in rules:
+            self._call("create rule", net.create_security_group_rule, direction="ingress", ethertype="IPv4",
+                       protocol="tcp", **rule)  # fmt: skip
+        log.info("security groups ready; master ports %s, workers %s", MASTER_PORTS[system], WORKER_PORTS[system])
+        return master, workers
+
+    def _keypair(self) -> str | None:
+        """The keypair the master gets; created as `marea-<name>` when a public key is configured."""
+        key = self.cf.master.ssh_public_key.strip()
+        if not key:
+            return self.cf.marea.cloud.openstack.key_name or None
+        name = f"marea-{self.name}"
+        existing = self._call("find keypair", self.conn.compute.find_keypair, name, ignore_missing=True)
+        if existing is not None:
+            raise CloudError(f"keypair {name} already exists: destroy the old cluster or pick another name")
+        self._call("create keypair", self.conn.compute.create_keypair, name=name, public_key=key)
+        self._created_keypair = name
+        return name
+
+    def _floating_ip(self, port: Any) -> Any:
+        """Reuse a free floating IP of the project on the external network, else allocate one."""
+        net = self.conn.network
+        ext = self._call("find network", net.find_network, self.cf.master.floating_network, ignore_missing=True)
+        if ext is None:
+            raise CloudError(
+                f"external network {self.cf.master.floating_network!r} not found", CloudErrorKind.NOT_FOUND
+            )
+        free = [ip for ip in self._call("list floating IPs", net.ips, floating_network_id=ext.id) if not ip.port_id]
+        if free:
+            fip = free[0]
+            log.info("reusing the project's free floating IP %s", fip.floating_ip_address)
+            fip = self._call("associate floating IP", net.update_ip, fip, port_id=port.id)
+        else:
+            fip = self._call("allocate floating IP", net.create_ip, floating_network_id=ext.id, port_id=port.id)
+            log.info("allocated floating IP %s", fip.floating_ip_address)
+        self._tag(fip)
+        return fip
+
+    def _clouds_yaml(self) -> str | None:
+        """When the cluster file names a clouds.yaml cloud, the master needs that one entry to reach the API."""
+        s = self.cf.marea.cloud.openstack
+        if not s.cloud or s.auth_url:
+            return None
+        config = dict(self.conn.config.config)
+        entry = {k: config[k] for k in ("auth", "auth_type", "region_name", "interface") if config.get(k)}
+        entry["identity_api_version"] = "3"
+        return json.dumps({"clouds": {s.cloud: entry}}, indent=2) + "\n"
+
+    def _master_file(self, workers_sg: Any, key_name: str | None) -> ClusterFile:
+        """The cluster file as the master's engine runs it: workers get the workers' group and the keypair."""
+        data = json.loads(json.dumps(self.cf.marea_data))
+        os_section = data.setdefault("cloud", {}).setdefault("openstack", {})
+        os_section["security_groups"] = [*os_section.get("security_groups", []), workers_sg.name]
+        if key_name:
+            os_section["key_name"] = key_name
+        return replace(self.cf, marea_data=data)
+
+    def master_user_data(self, joins: JoinSecrets, master_ip: str, workers_sg: Any, key: str | None) -> str:
+        return master_user_data(self._master_file(workers_sg, key), joins, master_ip, self._clouds_yaml())
+
+    def create(self, progress: Progress = _quiet) -> ClusterStatus:
+        """Create the cluster; when a step fails, remove what this call made (a floating IP stays allocated)."""
+        if self._master_server() is not None:
+            raise CloudError(f"cluster {self.name} already has a master: use status, or destroy it first")
+        if list(self._call("list security groups", self.conn.network.security_groups, tags=self.tag)):
+            raise CloudError(f"cluster {self.name} has resources left from an earlier create: destroy it first")
+        self._created_keypair = None
+        try:
+            return self._create(progress)
+        except CloudError as exc:
+            log.warning("create failed (%s): removing what was created", exc.reason)
+            try:
+                self.destroy(release_floating_ips=False)
+                if self._created_keypair:
+                    self._call("delete keypair", self.conn.compute.delete_keypair, self._created_keypair,
+                               ignore_missing=True)  # fmt: skip
+            except CloudError as cleanup:
+                raise CloudError(f"{exc.reason}; cleanup also failed: {cleanup.reason}", exc.kind) from None
+            raise CloudError(f"{exc.reason} (everything created was removed)", exc.kind) from None
+
+    def _create(self, progress: Progress) -> ClusterStatus:
+        cf, net, compute = self.cf, self.conn.network, self.conn.compute
+        progress("security groups", 0.05)
+        master_sg, workers_sg = self._security_groups()
+        progress("keypair", 0.15)
+        key_name = self._keypair()
+        progress("master port", 0.2)
+        network = self._call("find network", net.find_network, cf.marea.cloud.openstack.network, ignore_missing=True)
+        if network is None:
+            raise CloudError(f"network {cf.marea.cloud.openstack.network!r} not found", CloudErrorKind.NOT_FOUND)
+        port = self._call("create port", net.create_port, network_id=network.id, name=f"marea-{self.name}-master",
+                          security_group_ids=[master_sg.id])  # fmt: skip
+        self._tag(port)
+        master_ip = port.fixed_ips[0]["ip_address"]
+        joins = make_join_secrets(cf.marea.batch.system, self.name)
+        self.driver.add_secrets(joins.secrets())
+        user_data = self.master_user_data(joins, master_ip, workers_sg, key_name)
+        progress("master server", 0.3)
+        metadata = {TAG_CLUSTER: self.name, TAG_ROLE: "master"}
+        if key_name and cf.master.ssh_public_key.strip():
+            metadata[TAG_KEYPAIR] = key_name
+        args: dict[str, Any] = {
+            "name": f"{self.name}-master",
+            "flavor_id": self.driver._resolve("flavour", cf.master.flavour),
+            "image_id": self.driver._resolve("image", cf.master.image or cf.marea.cloud.openstack.image),
+            "networks": [{"port": port.id}],
+            "metadata": metadata,
+            "user_data": base64.b64encode(user_data.encode()).decode(),
+        }
+        if key_name:
+            args["key_name"] = key_name
+        server = self._call("create master", compute.create_server, **args)
+        progress("floating IP", 0.4)
+        self._floating_ip(port)
+        deadline = time.monotonic() + cf.master.boot_timeout_s
+        while True:
+            vm = self.driver.to_vm(self._call("read master", compute.get_server, server.id))
+            if vm.status is VMStatus.ACTIVE:
+                break
+            if vm.status is VMStatus.ERROR:
+                raise CloudError(f"master went to ERROR: {vm.fault or 'no fault given'}", CloudErrorKind.ERROR_STATE)
+            if time.monotonic() > deadline:
+                raise CloudError("master not ACTIVE before master.boot_timeout_s", CloudErrorKind.TIMEOUT)
+            progress("waiting for the master to be ACTIVE", 0.5)
+            time.sleep(1.0)
+        progress("master ACTIVE", 1.0)
+        return self.status()
+
+    # -- status ----------------------------------------------------------------------------------------------
+    def _owned_servers(self) -> list[Any]:
+        servers = self._call("list servers", self.conn.compute.servers, details=True)
+        return [s for s in servers if (s.metadata or {}).get(TAG_CLUSTER) == self.name]
+
+    def _master_server(self) -> Any:
+        return next((s for s in self._owned_servers() if (s.metadata or {}).get(TAG_ROLE) == "master"), None)
+
+    def status(self) -> ClusterStatus:
+        st = ClusterStatus(self.name)
+        for server in self._owned_servers():
+            vm = self.driver.to_vm(server)
+            if vm.status is VMStatus.DELETED:
+                continue
+            if vm.tags.get(TAG_ROLE) == "master":
+                st.master = vm
+            elif vm.tags.get(TAG_INSTANCE):
+                st.workers.append(vm)
+        st.workers.sort(key=lambda v: v.name)
+        fips = self._call("list floating IPs", self.conn.network.ips, tags=self.tag)
+        st.floating_ip = next((ip.floating_ip_address for ip in fips), None)
+        return st
+
+    # -- destroy ---------------------------------------------------------------------------------------------
+    def destroy(self, release_floating_ips: bool = False, progress: Progress = _quiet) -> DestroyReport:
+        net, report = self.conn.network, DestroyReport()
+        servers = self._owned_servers()
+        keypair = next((s.metadata.get(TAG_KEYPAIR) for s in servers if (s.metadata or {}).get(TAG_KEYPAIR)), None)
+        for i, server in enumerate(servers):
+            progress(f"deleting server {server.name}", 0.5 * i / max(1, len(servers)))
+            self.driver.delete(self.driver.to_vm(server))
+            report.servers += 1
+        deadline = time.monotonic() + 300
+        while True:
+            left = [s for s in self._owned_servers() if str(s.status).upper() not in ("DELETED", "SOFT_DELETED")]
+            if not left:
+                break
+            if time.monotonic() > deadline:
+                raise CloudError(f"{len(left)} server(s) still not deleted after 300 s", CloudErrorKind.TIMEOUT)
+            progress(f"waiting for {len(left)} server(s) to go", 0.5)
+            time.sleep(1.0)
+        progress("floating IPs", 0.6)
+        for fip in self._call("list floating IPs", net.ips, tags=self.tag):
+            if release_floating_ips:
+                self._call("release floating IP", net.delete_ip, fip, ignore_missing=True)
+                report.floating_ips_released.append(fip.floating_ip_address)
+            else:
+                if fip.port_id:
+                    self._call("disassociate floating IP", net.update_ip, fip, port_id=None)
+                self._call("untag floating IP", net.set_tags, fip, [])
+                report.floating_ips_kept.append(fip.floating_ip_address)
+        progress("ports", 0.7)
+        for port in self._call("list ports", net.ports, tags=self.tag):
+            self._call("delete port", net.delete_port, port, ignore_missing=True)
+            report.ports += 1
+        progress("security groups", 0.8)
+        groups = list(self._call("list security groups", net.security_groups, tags=self.tag))
+        for group in groups:  # rules of one group may reference the other: drop the rules first
+            for rule in self._call("list rules", net.security_group_rules, security_group_id=group.id):
+                self._call("delete rule", net.delete_security_group_rule, rule, ignore_missing=True)
+        for group in groups:
+            self._delete_group(group)
+            report.security_groups += 1
+        if keypair:
+            progress("keypair", 0.9)
+            self._call("delete keypair", self.conn.compute.delete_keypair, keypair, ignore_missing=True)
+            report.keypair_deleted = True
+        progress("destroyed", 1.0)
+        return report
+
+    def _delete_group(self, group: Any) -> None:
+        """Neutron refuses (409) while a port still uses the group; ports of deleted servers go shortly."""
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                self.conn.network.delete_security_group(group, ignore_missing=True)
+                return
+            except Exception as exc:
+                if getattr(exc, "status_code", None) != 409 or time.monotonic() > deadline:
+                    raise self.driver.error(exc, f"delete security group {group.name}") from None
+                time.sleep(1.0)

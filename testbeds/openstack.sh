@@ -1,0 +1,243 @@
+#!/usr/bin/env bash
+# marea's OpenStack testbed: a real, throw-away control plane on 127.0.0.1 for the openstack driver's tests.
+#   Keystone, Placement, Glance, Neutron (API server only: ML2 with a test mechanism driver that binds every
+#   port, L3 service plugin for routers and floating IPs, no agents), Nova API / conductor / scheduler /
+#   compute with nova.virt.fake.FakeDriver. RabbitMQ and MariaDB from Debian; OpenStack 2026.2 from PyPI,
+#   pinned by testbeds/openstack/constraints.txt. No guest ever runs: user-data is stored, never executed.
+#
+#   testbeds/openstack.sh install   apt packages + a venv OUTSIDE the repository (reused when present)
+#   testbeds/openstack.sh start     first start: schemas, catalog, image, flavours, networks, then a database
+#                                   snapshot; later starts restore the snapshot (a fresh, empty cloud).
+#                                   Prints the client environment as shell lines on stdout.
+#   testbeds/openstack.sh stop      stop every process this script started (by pid file)
+#   testbeds/openstack.sh status | env | reset
+#
+# Env: MAREA_OS_VENV (/opt/marea-openstack-venv), MAREA_OS_STATE (/tmp/marea-openstack), MAREA_OS_COMPUTES (1).
+# Test-only credentials: clouds "admin" and "demo" in $STATE/clouds.yaml, password "secret".
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/openstack"
+VENV="${MAREA_OS_VENV:-/opt/marea-openstack-venv}"
+STATE="${MAREA_OS_STATE:-/tmp/marea-openstack}"
+COMPUTES="${MAREA_OS_COMPUTES:-1}"
+PACKAGES=(keystone==30.0.0 nova==34.0.0 openstack-placement==16.0.0 glance==33.0.0 neutron==29.0.0
+          openstacksdk gunicorn PyMySQL)
+export PYTHONWARNINGS=ignore
+
+T0=$(date +%s%N)
+log() { echo "[openstack.sh $(( ($(date +%s%N) - T0) / 1000000 )) ms] $*" >&2; }
+die() { echo "openstack.sh: $*" >&2; exit 1; }
+
+wait_http() { # url seconds
+  local deadline=$(( $(date +%s) + $2 ))
+  until curl -fsS -o /dev/null "$1" 2>/dev/null; do
+    [ "$(date +%s)" -lt "$deadline" ] || die "timeout waiting for $1 (logs in $STATE/logs)"
+    sleep 0.2
+  done
+}
+
+rabbit_env() { # RabbitMQ private to this state dir, loopback only, own epmd
+  RABBITMQ_HOME="$(ls -d /usr/lib/rabbitmq/lib/rabbitmq_server-* | head -1)"
+  export RABBITMQ_HOME HOME="$STATE/rabbitmq"
+  export RABBITMQ_NODENAME=rabbit@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 RABBITMQ_DIST_PORT=25672
+  export ERL_EPMD_ADDRESS=127.0.0.1 RABBITMQ_CONFIG_FILE="$STATE/rabbitmq/rabbitmq.conf"
+  export RABBITMQ_MNESIA_BASE="$STATE/rabbitmq/mnesia" RABBITMQ_LOG_BASE="$STATE/logs/rabbitmq"
+  export RABBITMQ_PID_FILE="$STATE/run/rabbitmq.pid" RABBITMQ_ENABLED_PLUGINS_FILE="$STATE/rabbitmq/plugins"
+  export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+}
+
+sql() { mariadb --defaults-file="$STATE/etc/my.cnf" -uroot "$@"; }
+
+cmd_install() {
+  if ! command -v mariadbd >/dev/null || ! command -v cloud-init >/dev/null \
+     || [ ! -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+      --no-install-recommends rabbitmq-server mariadb-server mariadb-client curl cloud-init >/dev/null
+    # Debian starts both services on install: this testbed runs its own, on its own state dir.
+    for svc in rabbitmq-server mariadb; do
+      systemctl disable --now "$svc" >/dev/null 2>&1 || service "$svc" stop >/dev/null 2>&1 || true
+    done
+  fi
+  if [ -f "$VENV/.marea-installed" ] && cmp -s "$VENV/.marea-installed" "$HERE/constraints.txt"; then
+    log "venv $VENV already installed with these constraints"; return 0
+  fi
+  [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q -c "$HERE/constraints.txt" "${PACKAGES[@]}" "$HERE/fakebind"
+  cp "$HERE/constraints.txt" "$VENV/.marea-installed"
+  log "installed into $VENV"
+}
+
+render() { sed -e "s#@STATE@#$STATE#g" "$1" > "$2"; }
+
+gunicorn_start() { # name port module workers env...
+  local name=$1 port=$2 module=$3 workers=$4; shift 4
+  env OS_WSGI_MODULE="$module" "$@" setsid "$VENV/bin/gunicorn" --chdir "$STATE/etc" --no-control-socket \
+    --bind "127.0.0.1:$port" --workers "$workers" --threads 8 --worker-class gthread --timeout 300 \
+    --pid "$STATE/run/$name.pid" --name "$name" wsgi_shim:application \
+    > "$STATE/logs/$name-gunicorn.log" 2>&1 < /dev/null &
+}
+
+daemon_start() { # name command...
+  local name=$1; shift
+  setsid "$@" > "$STATE/logs/$name.out" 2>&1 < /dev/null &
+  echo $! > "$STATE/run/$name.pid"
+}
+
+print_env() {
+  echo "export OS_CLIENT_CONFIG_FILE=$STATE/clouds.yaml"
+  echo "export OS_CLOUD=demo"
+}
+
+cmd_start() {
+  [ -x "$VENV/bin/nova-compute" ] || die "not installed: run '$0 install' first"
+  export PATH="$VENV/bin:$PATH"
+  [ -f "$STATE/run/keystone.pid" ] && kill -0 "$(cat "$STATE/run/keystone.pid")" 2>/dev/null \
+    && die "already running (state $STATE); run '$0 stop' first"
+  local first=0; [ -f "$STATE/golden.sql" ] || first=1
+  mkdir -p "$STATE"/etc/{keystone,nova,placement,glance,neutron/plugins/ml2} "$STATE"/{logs,run,mysql,rabbitmq} \
+           "$STATE"/data/{nova/instances,nova/lock,neutron/lock,images,glance-staging,glance-tasks,glance-cache}
+  render "$HERE/conf/keystone.conf" "$STATE/etc/keystone/keystone.conf"
+  render "$HERE/conf/placement.conf" "$STATE/etc/placement/placement.conf"
+  render "$HERE/conf/glance-api.conf" "$STATE/etc/glance/glance-api.conf"
+  render "$HERE/conf/nova.conf" "$STATE/etc/nova/nova.conf"
+  render "$HERE/conf/neutron.conf" "$STATE/etc/neutron/neutron.conf"
+  render "$HERE/conf/my.cnf" "$STATE/etc/my.cnf"
+  cp "$HERE/conf/ml2_conf.ini" "$STATE/etc/neutron/plugins/ml2/ml2_conf.ini"
+  cp "$HERE/conf/wsgi_shim.py" "$STATE/etc/"
+  printf '[DEFAULT]\nlog_file = %s/logs/nova-api.log\n' "$STATE" > "$STATE/etc/nova/nova-api.conf"
+  cp "$VENV/etc/nova/api-paste.ini" "$STATE/etc/nova/"
+  cp "$VENV/etc/glance/glance-api-paste.ini" "$STATE/etc/glance/"
+  cp "$VENV/etc/neutron/api-paste.ini" "$STATE/etc/neutron/"
+  printf 'listeners.tcp.default = 127.0.0.1:5672\nloopback_users = none\nlog.file.level = warning\n' \
+    > "$STATE/rabbitmq/rabbitmq.conf"
+  echo '[].' > "$STATE/rabbitmq/plugins"
+
+  rm -rf "$STATE/rabbitmq/mnesia"  # fresh queues every start, so a killed broker leaves nothing behind
+  ( rabbit_env
+    setsid /usr/bin/epmd -address 127.0.0.1 -port 4369 > "$STATE/logs/epmd.out" 2>&1 < /dev/null &
+    echo $! > "$STATE/run/epmd.pid"
+    sleep 0.3
+    /usr/lib/rabbitmq/bin/rabbitmq-server -detached )
+  # a fresh database every start: the fake driver keeps its servers in memory, so old rows would lie
+  rm -rf "$STATE/mysql"; mkdir -p "$STATE/mysql"
+  mariadb-install-db --defaults-file="$STATE/etc/my.cnf" --auth-root-authentication-method=socket \
+    --skip-test-db > "$STATE/logs/mysql-install.log" 2>&1
+  daemon_start mariadb mariadbd --defaults-file="$STATE/etc/my.cnf"
+  local i
+  for i in $(seq 1 150); do sql -e 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
+  sql -e 'select 1' >/dev/null || die "mariadb did not start (see $STATE/logs/mysqld.log)"
+  ( rabbit_env; /usr/lib/rabbitmq/bin/rabbitmqctl -q wait --timeout 120 "$RABBITMQ_PID_FILE" ) \
+    || die "rabbitmq did not start"
+  log "rabbitmq and mariadb up"
+  sql <<'SQL'
+CREATE USER IF NOT EXISTS 'os'@'127.0.0.1' IDENTIFIED BY 'secret';
+GRANT ALL PRIVILEGES ON *.* TO 'os'@'127.0.0.1';
+SQL
+
+  local KC="--config-file $STATE/etc/keystone/keystone.conf" NC="--config-file $STATE/etc/nova/nova.conf"
+  local p1 p2 p3 p4
+  if [ $first = 0 ]; then
+    sql < "$STATE/golden.sql"
+    log "databases restored from the first start's snapshot"
+  else
+    sql -e 'CREATE DATABASE keystone; CREATE DATABASE placement; CREATE DATABASE glance;
+            CREATE DATABASE neutron; CREATE DATABASE nova_api; CREATE DATABASE nova_cell0; CREATE DATABASE nova;'
+    ( keystone-manage $KC db_sync
+      keystone-manage $KC fernet_setup --keystone-user root --keystone-group root
+      keystone-manage $KC credential_setup --keystone-user root --keystone-group root
+      keystone-manage $KC bootstrap --bootstrap-password secret --bootstrap-region-id RegionOne \
+        --bootstrap-admin-url http://127.0.0.1:5000/v3/ --bootstrap-internal-url http://127.0.0.1:5000/v3/ \
+        --bootstrap-public-url http://127.0.0.1:5000/v3/ ) > "$STATE/logs/init-keystone.log" 2>&1 & p1=$!
+    ( placement-manage --config-file "$STATE/etc/placement/placement.conf" db sync
+      glance-manage --config-file "$STATE/etc/glance/glance-api.conf" db_sync ) \
+      > "$STATE/logs/init-placement-glance.log" 2>&1 & p2=$!
+    neutron-db-manage --config-file "$STATE/etc/neutron/neutron.conf" \
+      --config-file "$STATE/etc/neutron/plugins/ml2/ml2_conf.ini" upgrade heads \
+      > "$STATE/logs/init-neutron.log" 2>&1 & p3=$!
+    ( nova-manage $NC api_db sync
+      nova-manage $NC cell_v2 map_cell0 --database_connection "mysql+pymysql://os:secret@127.0.0.1:3306/nova_cell0?charset=utf8"
+      nova-manage $NC cell_v2 create_cell --name cell1
+      nova-manage $NC db sync ) > "$STATE/logs/init-nova.log" 2>&1 & p4=$!
+    wait $p1 || die "keystone init failed (see $STATE/logs/init-keystone.log)"
+  fi
+
+  gunicorn_start keystone 5000 keystone.wsgi.api 1 OS_KEYSTONE_CONFIG_DIR="$STATE/etc/keystone"
+  wait_http http://127.0.0.1:5000/v3 120
+  log "keystone up"
+  if [ $first = 1 ]; then
+    python "$HERE/bootstrap.py" catalog "$STATE"
+    wait $p2 || die "placement/glance init failed"
+    wait $p3 || die "neutron init failed"
+    wait $p4 || die "nova init failed"
+    log "catalog and schemas ready"
+  fi
+  gunicorn_start placement 8778 placement.wsgi.api 1 OS_PLACEMENT_CONFIG_DIR="$STATE/etc/placement"
+  gunicorn_start glance 9292 glance.wsgi.api 1 OS_GLANCE_CONFIG_DIR="$STATE/etc/glance"
+  # one process each: with two neutron processes, Nova's network checks sometimes got 404 for a network
+  # that exists (seen under 50 parallel creates)
+  gunicorn_start neutron 9696 neutron.wsgi.api 1 OS_NEUTRON_CONFIG_DIR="$STATE/etc/neutron"
+  gunicorn_start nova-api 8774 nova.wsgi.osapi_compute 1 OS_NOVA_CONFIG_DIR="$STATE/etc/nova" \
+    "OS_NOVA_CONFIG_FILES=api-paste.ini;nova.conf;nova-api.conf"
+  daemon_start nova-conductor nova-conductor $NC
+  daemon_start nova-scheduler nova-scheduler $NC
+  local port
+  for port in 8778 9292 9696 8774; do wait_http "http://127.0.0.1:$port/" 120; done
+  log "placement, glance, neutron, nova-api up"
+  if [ $first = 1 ]; then
+    python "$HERE/bootstrap.py" content "$STATE"
+    mariadb-dump --defaults-file="$STATE/etc/my.cnf" -uroot --single-transaction --add-drop-database \
+      --databases keystone placement glance neutron nova_api nova_cell0 nova > "$STATE/golden.sql.tmp"
+    mv "$STATE/golden.sql.tmp" "$STATE/golden.sql"
+    log "image, flavours, networks created; snapshot saved"
+  fi
+  for i in $(seq 1 "$COMPUTES"); do
+    printf '[DEFAULT]\nhost = marea-fake-%s\nlog_file = %s/logs/nova-compute-%s.log\n' "$i" "$STATE" "$i" \
+      > "$STATE/etc/nova/nova-compute-$i.conf"
+    daemon_start "nova-compute-$i" nova-compute $NC --config-file "$STATE/etc/nova/nova-compute-$i.conf"
+  done
+  python "$HERE/bootstrap.py" computes "$COMPUTES"
+  nova-manage $NC cell_v2 discover_hosts > "$STATE/logs/discover-hosts.log" 2>&1
+  log "OpenStack ready"
+  print_env
+}
+
+cmd_stop() {
+  # every process at once: SIGTERM, 5 s of grace, then SIGKILL
+  local f pid pids=() i alive
+  for f in "$STATE"/run/*.pid; do
+    [ -f "$f" ] && pid=$(cat "$f") && [ -n "$pid" ] && pids+=("$pid")
+  done
+  # each daemon was started with setsid: signal its whole process group (workers included)
+  for pid in "${pids[@]}"; do kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true; done
+  for i in $(seq 1 50); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break; sleep 0.1
+  done
+  # nothing here is worth a slow graceful shutdown: every start begins from fresh databases and queues
+  for pid in "${pids[@]}"; do kill -9 -- "-$pid" 2>/dev/null || true; kill -9 "$pid" 2>/dev/null || true; done
+  rm -f "$STATE"/run/*.pid
+  log "stopped"
+}
+
+cmd_status() {
+  local f pid rc=0
+  for f in "$STATE"/run/*.pid; do
+    [ -f "$f" ] || { echo "not running"; return 1; }
+    pid=$(cat "$f")
+    if kill -0 "$pid" 2>/dev/null; then echo "$(basename "$f" .pid): running ($pid)"
+    else echo "$(basename "$f" .pid): DEAD"; rc=1; fi
+  done
+  return $rc
+}
+
+case "${1:-}" in
+  install) cmd_install ;;
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  status) cmd_status ;;
+  env) print_env ;;
+  reset) cmd_stop; rm -rf "$STATE" ;;
+  *) echo "usage: $0 install|start|stop|status|env|reset" >&2; exit 2 ;;
+esac

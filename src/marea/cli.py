@@ -72,6 +72,8 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="debug logging"),
 ) -> None:
     """Run the elastic engine (a daemon; SIGTERM or Ctrl-C stops it cleanly, leaving the VMs to be adopted)."""
+    from marea.batch.base import BatchError
+    from marea.clouds.base import CloudError
     from marea.engine.runner import AlreadyRunning, run_forever, setup_logging
 
     cfg = load_or_exit(config)
@@ -82,6 +84,8 @@ def run(
         raise fail(str(exc), 1) from None
     except NotImplementedError as exc:
         raise fail(str(exc)) from None
+    except (CloudError, BatchError) as exc:
+        raise fail(f"cannot start the engine: {exc}", 1) from None
 
 
 @app.command()

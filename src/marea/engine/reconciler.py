@@ -131,7 +131,11 @@ class Reconciler:
                 # A worker still running jobs is never declared failed: the jobs come first.
                 log.warning("%s: cloud reports %s, but jobs still run on it", rec.id, vm.fault or "error")
             else:
-                return store.set_state(rec, InstanceState.FAILED, now, failure=f"cloud: {vm.fault or 'ERROR'}")
+                failure = f"cloud: {vm.fault or 'ERROR'}"
+                if rec.joined_at is None:
+                    # Counted now, before the policy decides, so the backoff holds back the replacement.
+                    self._count_failed_boot(now, f"{rec.id} {failure}")
+                return store.set_state(rec, InstanceState.FAILED, now, failure=failure)
         if rec.address != vm.address and vm.address:
             rec = store.update_instance(rec, address=vm.address)
         if rec.state is InstanceState.FAILED:
@@ -332,8 +336,8 @@ class Reconciler:
             if action.kind is ActionKind.DELETE and action.instance_id in live:
                 rec = live[action.instance_id]
                 self._decision(now, "delete", action.reason, rec.id)
-                if action.failed_boot:
-                    self._count_failed_boot(now, action.reason)
+                if action.failed_boot and rec.state is not InstanceState.FAILED:
+                    self._count_failed_boot(now, action.reason)  # a FAILED one was counted when seen
                 rec = self.store.set_state(rec, InstanceState.DELETING, now)  # intent first
                 live[rec.id] = self._delete(rec, vms.get(rec.id), now)
             elif action.kind is ActionKind.DRAIN and action.instance_id in live:

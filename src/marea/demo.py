@@ -257,10 +257,12 @@ def run_demo(
     result = DemoResult()
     t0 = time.monotonic()
     engine: EngineProcess | None = None
+    cloud: LocalCloud | None = None
+    cluster = "demo"
     testbed.run("install")
     testbed.run("start")
     try:
-        config = write_demo_config(workdir, testbed, max_workers=max_workers)
+        config = write_demo_config(workdir, testbed, cluster=cluster, max_workers=max_workers)
         cfg = load_config(config)
         store = Store(cfg.state_url(), cfg.cluster.name)
         cloud = LocalCloud(cfg.path(cfg.cloud.local.base_dir), netns=True, bridge_netns=testbed.ns)
@@ -288,25 +290,13 @@ def run_demo(
         result.jobs_killed = sum(1 for s in final.values() if s in ("NODE_FAIL", "CANCELLED", "FAILED", "PREEMPTED"))
         engine.stop()
         engine = None
-        result.workers_started = sum(d.count for d in store.recent_decisions(10_000) if d.kind == "boot")
-        result.failed_boots = int(store.get_json("failed_boots_total", 0))
-        alive_ids = {r.id for r in store.live_instances()}
-        owned = cloud.list_owned(cfg.cluster.name)
-        result.workers_at_end = len(alive_ids)
-        result.leaked_vms = sum(1 for vm in owned if vm.instance_id not in alive_ids)
-        # The demo stops everything it started, including workers kept for a non-zero minimum.
-        for vm in owned:
-            cloud.delete(vm)
-        store.close()
-        result.ok = (
-            result.jobs_completed == result.jobs_submitted
-            and result.workers_peak <= max_workers
-            and result.leaked_vms == 0
-            and result.jobs_killed == 0
-        )
+        account_workers(result, store, cloud, cfg.cluster.name, max_workers)
     finally:
         if engine is not None:
             engine.stop()
+        if cloud is not None:  # after a failure too: the demo leaves no VM behind
+            for vm in cloud.list_owned(cluster):
+                cloud.delete(vm)
         testbed.run("stop", check=False)
         result.seconds = round(time.monotonic() - t0, 1)
         if not keep_dir and result.ok:
@@ -314,6 +304,29 @@ def run_demo(
         else:
             console.print(f"demo files kept in {workdir}")
     return result
+
+
+def account_workers(result: DemoResult, store: Store, cloud: LocalCloud, cluster: str, max_workers: int) -> None:
+    """The worker half of a demo's summary, once the engine has stopped; then power off what is left.
+
+    A VM the cloud still runs but the store does not count as alive is a leak. Workers kept for a non-zero
+    minimum are not leaks, but the demo stops everything it started, so they are deleted too.
+    """
+    result.workers_started = sum(d.count for d in store.recent_decisions(10_000) if d.kind == "boot")
+    result.failed_boots = int(store.get_json("failed_boots_total", 0))
+    alive_ids = {r.id for r in store.live_instances()}
+    owned = cloud.list_owned(cluster)
+    result.workers_at_end = len(alive_ids)
+    result.leaked_vms = sum(1 for vm in owned if vm.instance_id not in alive_ids)
+    for vm in owned:
+        cloud.delete(vm)
+    store.close()
+    result.ok = (
+        result.jobs_completed == result.jobs_submitted
+        and result.workers_peak <= max_workers
+        and result.leaked_vms == 0
+        and result.jobs_killed == 0
+    )
 
 
 def result_json(result: DemoResult) -> str:

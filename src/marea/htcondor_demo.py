@@ -22,7 +22,7 @@ from rich.live import Live
 
 from marea.clouds.local import LocalCloud
 from marea.config import load_config
-from marea.demo import DemoError, DemoResult, EngineProcess, _table, repo_root
+from marea.demo import DemoError, DemoResult, EngineProcess, _table, account_workers, repo_root
 from marea.engine.store import Store
 
 #: JobStatus -> the names the demo table shows
@@ -241,21 +241,7 @@ def run_htcondor_demo(
         result.jobs_killed = len(final) - len(once)
         engine.stop()
         engine = None
-        result.workers_started = sum(d.count for d in store.recent_decisions(10_000) if d.kind == "boot")
-        result.failed_boots = int(store.get_json("failed_boots_total", 0))
-        alive_ids = {r.id for r in store.live_instances()}
-        owned = cloud.list_owned(cfg.cluster.name)
-        result.workers_at_end = len(alive_ids)
-        result.leaked_vms = sum(1 for vm in owned if vm.instance_id not in alive_ids)
-        for vm in owned:
-            cloud.delete(vm)
-        store.close()
-        result.ok = (
-            result.jobs_completed == result.jobs_submitted
-            and result.workers_peak <= max_workers
-            and result.leaked_vms == 0
-            and result.jobs_killed == 0
-        )
+        account_workers(result, store, cloud, cfg.cluster.name, max_workers)
     finally:
         if engine is not None:
             engine.stop()

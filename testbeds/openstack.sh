@@ -12,14 +12,17 @@
 #   testbeds/openstack.sh stop      stop every process this script started (by pid file)
 #   testbeds/openstack.sh status | env | reset
 #
-# Env: MAREA_OS_VENV (/opt/marea-openstack-venv), MAREA_OS_STATE (/tmp/marea-openstack), MAREA_OS_COMPUTES (1).
+# Env: MAREA_OS_VENV (/opt/marea-openstack-venv), MAREA_OS_STATE (/tmp/marea-openstack), MAREA_OS_COMPUTES (3).
 # Test-only credentials: clouds "admin" and "demo" in $STATE/clouds.yaml, password "secret".
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/openstack"
 VENV="${MAREA_OS_VENV:-/opt/marea-openstack-venv}"
 STATE="${MAREA_OS_STATE:-/tmp/marea-openstack}"
-COMPUTES="${MAREA_OS_COMPUTES:-1}"
+# Three fake compute hosts: Nova 34's resource tracker reads every allocation on its host from placement (one GET
+# per instance) at each claim, under one host-wide lock, so a burst of N servers on one host costs ~N^2/2 placement
+# calls in series; spread over three hosts it is a third per host and the hosts claim in parallel.
+COMPUTES="${MAREA_OS_COMPUTES:-3}"
 PACKAGES=(keystone==30.0.0 nova==34.0.0 openstack-placement==16.0.0 glance==33.0.0 neutron==29.0.0
           openstacksdk gunicorn PyMySQL)
 export PYTHONWARNINGS=ignore

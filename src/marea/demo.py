@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,6 @@ class DemoResult:
     leaked_vms: int = 0
     seconds: float = 0.0
     ok: bool = False
-    timeline: list[dict[str, Any]] = field(default_factory=list)
 
 
 def repo_root() -> Path:
@@ -330,6 +329,4 @@ def account_workers(result: DemoResult, store: Store, cloud: LocalCloud, cluster
 
 
 def result_json(result: DemoResult) -> str:
-    data = asdict(result)
-    data.pop("timeline")
-    return json.dumps(data)
+    return json.dumps(asdict(result))

@@ -68,6 +68,6 @@ def render_demo(console: Console, result: DemoResult) -> None:
     t.add_column("measure")
     t.add_column("value", justify="right")
     for key, value in asdict(result).items():
-        if key not in ("timeline", "ok"):
+        if key != "ok":
             t.add_row(key.replace("_", " "), str(value))
     console.print(t)

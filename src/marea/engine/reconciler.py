@@ -57,7 +57,6 @@ class CycleReport:
     at: float
     plan: Plan = field(default_factory=Plan)
     errors: list[str] = field(default_factory=list)
-    alive: int = 0
 
 
 def render_user_data(template: str, variables: dict[str, str]) -> str:
@@ -91,7 +90,9 @@ class Reconciler:
         self._redrain_checked = False
 
     # -- observe ---------------------------------------------------------------------------------------------
-    def _adopt_unknown(self, vms: list[CloudVM], known: set[str], now: float) -> None:
+    def _adopt_unknown(self, vms: list[CloudVM], known: set[str], now: float) -> bool:
+        """Record owned VMs the store does not know; True when any was adopted."""
+        adopted = False
         for vm in vms:
             iid = vm.instance_id
             if iid is None or iid in known or vm.status is VMStatus.DELETED:
@@ -110,6 +111,8 @@ class Reconciler:
             )
             self.store.add_instance(rec)
             self._decision(now, "adopt", f"adopted {iid}: owned VM {vm.cloud_id} found in the cloud", iid)
+            adopted = True
+        return adopted
 
     def _observe_one(
         self, rec: InstanceRecord, vm: CloudVM | None, worker: Worker | None, now: float
@@ -182,14 +185,14 @@ class Reconciler:
 
     def _delete(self, rec: InstanceRecord, vm: CloudVM | None, now: float) -> InstanceRecord:
         """Carry a delete as far as it can go now; a worker with work still on it is never deleted."""
-        if True:  # removal of a name the batch system never saw is a no-op, so always ask
-            try:
-                if not self.batch.remove(rec.id):
-                    log.warning("%s: batch system refuses removal (work still runs): retrying later", rec.id)
-                    return rec
-            except BatchError as exc:
-                log.warning("%s: removal from the batch system failed: %s", rec.id, exc)
+        # removal of a name the batch system never saw is a no-op, so always ask
+        try:
+            if not self.batch.remove(rec.id):
+                log.warning("%s: batch system refuses removal (work still runs): retrying later", rec.id)
                 return rec
+        except BatchError as exc:
+            log.warning("%s: removal from the batch system failed: %s", rec.id, exc)
+            return rec
         if vm is not None:
             try:
                 self.cloud.delete(vm)
@@ -263,8 +266,8 @@ class Reconciler:
             return report
 
         records = self.store.live_instances()
-        self._adopt_unknown(vms, {r.id for r in records}, now)
-        records = self.store.live_instances()
+        if self._adopt_unknown(vms, {r.id for r in records}, now):
+            records = self.store.live_instances()
         vm_by_iid = {vm.instance_id: vm for vm in vms if vm.instance_id}
         observed = [self._observe_one(r, vm_by_iid.get(r.id), snap.workers.get(r.id), now) for r in records]
         live = {r.id: r for r in observed if r.state is not InstanceState.GONE}
@@ -283,7 +286,6 @@ class Reconciler:
         self._execute(plan, live, vm_by_iid, now, report)
         for unsat in snap.unsatisfiable:
             self.store.record_wait(now, f"not demand: {unsat.reason}")
-        report.alive = len(self.store.live_instances())
         self._publish(now, snap, plan, report)
         return report
 

@@ -253,13 +253,6 @@ class Store:
             for r in reversed(rows)
         ]
 
-    def count_decisions(self, kind: str) -> int:
-        with self._tx() as c:
-            rows = c.execute(
-                select(decisions.c.count).where(decisions.c.cluster == self.cluster, decisions.c.kind == kind)
-            ).all()
-        return sum(max(1, int(r._mapping["count"])) for r in rows)
-
     # -- small engine state ----------------------------------------------------------------------------------
     def get_json(self, key: str, default: Any = None) -> Any:
         with self._tx() as c:

@@ -35,7 +35,6 @@ class _Bin:
     free: Resources
     count: int
     instance_id: str | None = None
-    flavour: str | None = None
     used: bool = False
 
 
@@ -92,7 +91,7 @@ def _existing_bins(instances: tuple[InstanceView, ...], flavours: dict[str, Flav
         else:
             free = inst.free
         if free.cores > 0 or free.gpus > 0:
-            bins.append(_Bin(inst.group, free, 1, inst.id, inst.flavour))
+            bins.append(_Bin(inst.group, free, 1, inst.id))
     return bins
 
 
@@ -146,12 +145,12 @@ def _pack_into(bins: list[_Bin], req: Resources, group: str, remaining: int) -> 
         full, partial = divmod(remaining, per_place)
         pieces: list[_Bin] = []
         if full:
-            pieces.append(_Bin(group, b.free - req.scaled(per_place), full, b.instance_id, b.flavour, True))
+            pieces.append(_Bin(group, b.free - req.scaled(per_place), full, b.instance_id, True))
         if partial:
-            pieces.append(_Bin(group, b.free - req.scaled(partial), 1, b.instance_id, b.flavour, True))
+            pieces.append(_Bin(group, b.free - req.scaled(partial), 1, b.instance_id, True))
         rest = b.count - full - (1 if partial else 0)
         if rest:
-            pieces.append(_Bin(group, b.free, rest, b.instance_id, b.flavour, b.used))
+            pieces.append(_Bin(group, b.free, rest, b.instance_id, b.used))
         bins[i : i + 1] = pieces
         remaining = 0
     return remaining
@@ -196,9 +195,9 @@ def plan_scale_up(view: ClusterView, settings: PolicySettings) -> ScaleUpResult:
             new_vms[key] = new_vms.get(key, 0) + grant
             full, partial = divmod(min(remaining, grant * per_vm), per_vm)
             if full:
-                bins.append(_Bin(demand.group, flavour.resources - req.scaled(per_vm), full, None, flavour.name))
+                bins.append(_Bin(demand.group, flavour.resources - req.scaled(per_vm), full))
             if partial:
-                bins.append(_Bin(demand.group, flavour.resources - req.scaled(partial), 1, None, flavour.name))
+                bins.append(_Bin(demand.group, flavour.resources - req.scaled(partial), 1))
             remaining -= grant * per_vm
         if remaining > 0 and limit is not None:
             held_back[limit] = held_back.get(limit, 0) + remaining

@@ -92,8 +92,9 @@ def test_kill_9_during_scale_up_and_during_drain_then_restart(slurm: SlurmTestbe
     ids = submit_jobs(slurm, 4, 12, cores=2)
     wait_until("VMs booting", lambda: len(cloud.list_owned("k9")) >= 2, 60, step=0.1)
     engine.kill9()
-    # A VM whose create the kill interrupted is broken (like a cloud VM left in ERROR): it must be deleted as
-    # a failed boot, and the healthy ones adopted. Either way exactly 4 workers may ever join.
+    # A VM whose create the kill interrupted is broken (like a cloud VM left in ERROR): it is deleted as a
+    # failed boot, which starts the backoff, and the healthy ones are adopted. No more than the 4 needed
+    # workers may ever join (fewer when the adopted ones finish the queue during the backoff).
     healthy_before = {vm.instance_id for vm in cloud.list_owned("k9") if vm.status.value == "active"}
     engine = EngineProcess(cfg_path)
     engine.start()
@@ -102,10 +103,8 @@ def test_kill_9_during_scale_up_and_during_drain_then_restart(slurm: SlurmTestbe
         return [d.instance_id or "" for d in store.recent_decisions(10_000) if d.kind == "joined"]
 
     try:
-        wait_until("4 workers joined", lambda: len(joined()) >= 4, 90)
-        time.sleep(3)
-        assert healthy_before <= set(joined()), "VMs booted before the kill were not adopted"
-        assert len(joined()) == 4, f"duplicates joined: {joined()}"
+        wait_until("the healthy VMs adopted", lambda: healthy_before <= set(joined()), 60)
+        assert len(joined()) == len(set(joined())) <= 4, f"duplicates joined: {joined()}"
 
         wait_until(
             "a worker draining",
@@ -119,7 +118,7 @@ def test_kill_9_during_scale_up_and_during_drain_then_restart(slurm: SlurmTestbe
         wait_until("every job done", lambda: _all_done(slurm, ids), 180)
         wait_until("the cluster back at 0", lambda: store.live_instances() == [], 120)
         _no_job_ran_on_a_deleted_worker(slurm, ids, store)
-        assert len(joined()) == 4
+        assert len(joined()) == len(set(joined())) <= 4, f"duplicates joined: {joined()}"
     finally:
         engine.stop()
         leftover = cloud.list_owned("k9")

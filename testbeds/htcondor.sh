@@ -9,6 +9,9 @@
 #   testbeds/htcondor.sh exec CMD  run an HTCondor tool in the manager's chroot + namespace (as root)
 #   testbeds/htcondor.sh submit ARGS  condor_submit as the unprivileged submit user $TUSER
 #   testbeds/htcondor.sh env       print the environment lines for host-side clients (PyPI bindings)
+#   testbeds/htcondor.sh load-image IMAGE  copy IMAGE from the host's podman into $TUSER's rootless podman
+#                                  storage in the rootfs (what offloaded pods run on the workers; no registry)
+#   testbeds/htcondor.sh podman ARGS  podman as $TUSER on that storage (what the workers' jobs see)
 #   testbeds/htcondor.sh stop      stop the manager, kill what is left in $NS, delete the namespace
 #
 # Workers are not started here: each worker "VM" of marea's local cloud driver runs the user-data template
@@ -48,7 +51,8 @@ host_mirror() {   # the host's own Debian mirror: no registry address is hard-co
 
 cmd_install() {
   local t0=$SECONDS mirror
-  if [ -x "$R/usr/sbin/condor_master" ] && chroot "$R" id "$TUSER" >/dev/null 2>&1; then
+  if [ -x "$R/usr/sbin/condor_master" ] && [ -x "$R/usr/bin/podman" ] && chroot "$R" id "$TUSER" >/dev/null 2>&1
+  then
     log "rootfs present: $(chroot "$R" condor_version | head -1)"
     return 0
   fi
@@ -66,12 +70,13 @@ cmd_install() {
   # maintainer scripts must never start services
   printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"
   chmod +x "$R/usr/sbin/policy-rc.d"
-  if [ ! -x "$R/usr/sbin/condor_master" ]; then
+  if [ ! -x "$R/usr/sbin/condor_master" ] || [ ! -x "$R/usr/bin/podman" ]; then
+    # podman, runc, uidmap, catatonit: rootless containers in jobs (the offload `htcondor` backend's pods)
     # apt needs /proc and /dev: mounted in a private mount namespace, so nothing is left to unmount
     unshare --mount --propagation private sh -c "
       mount -t proc proc '$R/proc' && mount --rbind /dev '$R/dev' &&
       DEBIAN_FRONTEND=noninteractive chroot '$R' sh -c 'apt-get update -qq &&
-        apt-get install -y -q --no-install-recommends htcondor && apt-get clean && rm -rf /var/lib/apt/lists/*'" \
+        apt-get install -y -q --no-install-recommends htcondor podman runc uidmap catatonit && apt-get clean && rm -rf /var/lib/apt/lists/*'" \
       >"$BASE/apt.log" 2>&1 || { tail -20 "$BASE/apt.log" >&2; exit 1; }
   fi
   chroot "$R" id "$TUSER" >/dev/null 2>&1 || chroot "$R" useradd -m -u 2001 -s /bin/bash "$TUSER"
@@ -269,6 +274,31 @@ cmd_status() {
   in_cm condor_status -any -af MyType Name
 }
 
+# in_rootfs_as_user CMD: CMD as $TUSER with the rootfs as root (pivot_root: rootless podman needs user
+# namespaces, which the kernel refuses inside a chroot), in private mount and pid namespaces, so podman's
+# pause process ends with CMD.
+in_rootfs_as_user() {
+  unshare --mount --pid --fork --propagation private /bin/sh -c '
+    set -e; R=$1; shift
+    mount --bind "$R" "$R"; mount -t proc proc "$R/proc"; mount -t sysfs sysfs "$R/sys"
+    mount -t cgroup2 cgroup2 "$R/sys/fs/cgroup" 2>/dev/null || true; mount --rbind /dev "$R/dev"
+    mkdir -p "$R/.oldroot"; cd "$R"; pivot_root . .oldroot; cd /; umount -l /.oldroot; mount --make-rshared /
+    exec /usr/sbin/runuser -u '"$TUSER"' -- /usr/bin/env -i PATH='"$PATHS"' HOME=/home/'"$TUSER"' "$@"' - \
+    "$R" "$@"
+}
+
+cmd_load_image() {
+  local image=${1:?usage: $0 load-image IMAGE} archive
+  [ -x "$R/usr/bin/podman" ] || { echo "run '$0 install' first" >&2; exit 1; }
+  archive=$(mktemp -p "$R/tmp" image.XXXXXX.tar)
+  chmod 644 "$archive"
+  podman save -q -o "$archive.new" "$image" && mv -f "$archive.new" "$archive"
+  chmod 644 "$archive"
+  in_rootfs_as_user podman --events-backend file load -q -i "/tmp/${archive##*/}" >/dev/null
+  rm -f "$archive"
+  log "image $image loaded for $TUSER in the rootfs"
+}
+
 case ${1:-} in
   install) cmd_install ;;
   start) cmd_start ;;
@@ -277,5 +307,7 @@ case ${1:-} in
   exec) shift; in_cm "$@" ;;
   submit) shift; in_cm /usr/sbin/runuser -u "$TUSER" -- /usr/bin/env HOME=/home/$TUSER condor_submit "$@" ;;
   env) cmd_env ;;
+  load-image) shift; cmd_load_image "$@" ;;
+  podman) shift; in_rootfs_as_user podman --events-backend file "$@" ;;
   *) sed -n '2,25p' "$0"; exit 2 ;;
 esac

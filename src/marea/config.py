@@ -245,7 +245,7 @@ PODMAN_RUN_OPTIONS = ["--network", "host", "--ulimit", "nofile=1024:1024", "--ul
 class OffloadSection(_Strict):
     """`marea offload serve`: the interLink plugin server."""
 
-    backend: Literal["local", "slurm", "kubernetes"] = "local"
+    backend: Literal["local", "slurm", "htcondor", "kubernetes"] = "local"
     #: unix socket path (default transport, mode 0600); ignored when `port` is set
     socket: str = "marea-offload.sock"
     host: str = "127.0.0.1"
@@ -262,7 +262,7 @@ class OffloadSection(_Strict):
     grace_s: Annotated[int, Field(ge=0, le=300)] = 5
     #: pods the virtual node accepts (the ping's `pods`)
     max_pods: Annotated[int, Field(ge=1)] = 110
-    #: python3 on the nodes that runs the pod runner (default: the server's interpreter)
+    #: python3 on the nodes that runs the pod runner (default: the server's interpreter; `python3` for htcondor)
     python: str = ""
     kubernetes: OffloadKubernetesSection = OffloadKubernetesSection()
 

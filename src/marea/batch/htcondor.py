@@ -42,7 +42,7 @@ _AC_STRIDE = 1 << 40
 JOB_PROJECTION = ["ClusterId", "ProcId", "JobStatus", "QDate", "AutoClusterId"]
 
 
-def _bindings() -> Any:
+def load_bindings() -> Any:
     """Import htcondor2 lazily: the extra `htcondor` is needed only by clusters that use this plugin."""
     try:
         import htcondor2
@@ -61,7 +61,7 @@ class HTCondorBatch(BatchSystem):
         self.clock = clock or time.time
         if cfg.condor_config:
             os.environ["CONDOR_CONFIG"] = cfg.condor_config
-        self.htcondor = _bindings()
+        self.htcondor = load_bindings()
         if cfg.condor_config:
             self.htcondor.reload_config()
         self.runner = NamespaceRunner(cfg.netns)
@@ -83,7 +83,7 @@ class HTCondorBatch(BatchSystem):
             raise BatchError(f"htcondor: {what} failed: {str(exc).strip()[:300]}") from None
 
     def _schedd_ads(self, coll: Any) -> list[Any]:
-        constraint = f"Name == {_quote(self.cfg.schedd)}" if self.cfg.schedd else None
+        constraint = f"Name == {classad_string(self.cfg.schedd)}" if self.cfg.schedd else None
         ads = list(coll.query(self.htcondor.AdType.Schedd, constraint=constraint))
         if self.cfg.schedd and not ads:
             raise BatchError(f"htcondor: schedd {self.cfg.schedd!r} is not in the collector")
@@ -91,8 +91,8 @@ class HTCondorBatch(BatchSystem):
 
     def _worker_slots(self, coll: Any, worker: str) -> list[Any]:
         """Full slot ads of one worker (full: Startd(ad) needs the address attributes)."""
-        by_name = _quote("@" + _regex_escape(worker) + "([.][^@]*)?$")
-        constraint = f"{WORKER_ATTR} == {_quote(worker)} || regexp({by_name}, Name)"
+        by_name = classad_string("@" + _regex_escape(worker) + "([.][^@]*)?$")
+        constraint = f"{WORKER_ATTR} == {classad_string(worker)} || regexp({by_name}, Name)"
         slots = coll.query(self.htcondor.AdType.Startd, constraint=constraint)
         return [s for s in slots if startd_key(s) == worker]
 
@@ -119,7 +119,7 @@ class HTCondorBatch(BatchSystem):
             pool: dict[str, str] = {}
             for n, ad in enumerate(self._schedd_ads(coll)):
                 if isinstance(ad.get("CondorVersion"), str):
-                    pool.setdefault("CondorVersion", _quote(ad["CondorVersion"]))
+                    pool.setdefault("CondorVersion", classad_string(ad["CondorVersion"]))
                 schedd = htcondor.Schedd(ad)
                 light, full = self._idle_jobs(schedd, job_constraint, n * _AC_STRIDE)
                 jobs.extend(light)
@@ -212,7 +212,7 @@ class HTCondorBatch(BatchSystem):
         """Stop the drained worker's daemons, so that its ads leave the collector now rather than after
         CLASSAD_LIFETIME; best effort, because the VM is deleted next anyway."""
         htcondor = self.htcondor
-        constraint = f"{WORKER_ATTR} == {_quote(worker)}"
+        constraint = f"{WORKER_ATTR} == {classad_string(worker)}"
         try:
             for master in coll.query(htcondor.AdType.Master, constraint=constraint):
                 htcondor.send_command(master, htcondor.DaemonCommand.DaemonsOffPeaceful)
@@ -240,7 +240,7 @@ class HTCondorBatch(BatchSystem):
         self.runner.close()
 
 
-def _quote(value: str) -> str:
+def classad_string(value: str) -> str:
     """A ClassAd string literal."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -12,7 +12,7 @@ from marea.config import ConfigError, MareaConfig, load_config
 
 offload_app = typer.Typer(help="The interLink offload plugin server.", no_args_is_help=True)
 
-BACKENDS = ("local", "slurm", "kubernetes")
+BACKENDS = ("local", "slurm", "htcondor", "kubernetes")
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:

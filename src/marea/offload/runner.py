@@ -15,6 +15,11 @@ carries timestamps and streams), and `status/_pod.json` when it ends. The server
 its refresh, so a status request never costs a call to podman or to the batch system, and a node on a shared
 filesystem needs no callback to the server.
 
+Without a shared filesystem (HTCondor moves the pod directory in and out with its file transfer), the
+environment variable MAREA_RUNNER_CHIRP names HTCondor's `condor_chirp`: at every state change the runner
+also writes all containers' states, as one JSON string, into the job's ad attribute `MareaContainers`, so
+the server reads every pod's per-container states from one schedd query while the jobs run.
+
 Kubernetes semantics kept: init containers run first, one at a time, in order, and each must exit 0; then the
 app containers run together. A failed init container ends the pod: app containers are reported terminated
 with reason `InitContainerFailed`. Containers are removed when the pod ends (status and logs are in files);
@@ -63,6 +68,8 @@ class PodRunner:
         self.stopping = threading.Event()
         self.started: dict[str, str] = {}
         self.lock = threading.Lock()
+        self.chirp = os.environ.get("MAREA_RUNNER_CHIRP", "")
+        self.states: dict[str, dict[str, Any]] = {}
 
     def cname(self, container: dict[str, Any]) -> str:
         return f"marea-{self.plan['uid'][:13]}-{container['name']}"[:128]
@@ -71,6 +78,30 @@ class PodRunner:
         doc = {"name": container["name"], "image": container["image"], "state": state}
         with self.lock:
             write_json(self.status_dir / f"{container['name']}.json", doc)
+            self.states[container["name"]] = state
+            if self.chirp:
+                self.report()
+
+    def report(self) -> None:
+        """All states into the job ad (`condor_chirp set_job_attr`, at once: the schedd has them in seconds).
+
+        A failed report is not fatal: the status files still come back with the job's output at its end.
+        """
+        text = json.dumps(self.states, separators=(",", ":"))
+        literal = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        try:
+            res = subprocess.run(
+                [self.chirp, "set_job_attr", "MareaContainers", literal],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            print(f"marea runner: condor_chirp failed: {exc}", file=sys.stderr)
+            return
+        if res.returncode != 0:
+            print(f"marea runner: condor_chirp failed: {res.stderr.strip()[-200:]}", file=sys.stderr)
 
     def run_cmd(self, args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*self.podman, *args], capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)

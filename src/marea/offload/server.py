@@ -30,6 +30,10 @@ def make_backend(cfg: MareaConfig, name: str, state_dir: Path) -> Backend:
         from marea.offload.backends.slurm import SlurmBackend
 
         return SlurmBackend(cfg, pods_dir)
+    if name == "htcondor":
+        from marea.offload.backends.htcondor import HTCondorBackend
+
+        return HTCondorBackend(cfg, pods_dir)
     if name == "kubernetes":
         from marea.offload.backends.kubernetes import KubernetesBackend
 

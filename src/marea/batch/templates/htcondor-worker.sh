@@ -4,7 +4,7 @@
 # marea gave this VM (the key marea finds it by). No floating IP is needed: the worker only connects out.
 #
 # On a cloud image with HTCondor installed (or installed by steps prepended here), the daemons run directly.
-# With the variable CONDOR_ROOTFS set (marea's local test cloud), they run chrooted in that HTCondor root
+# With the variable CONDOR_ROOTFS set (marea's local test cloud), they run with that HTCondor root
 # filesystem, in a private mount and UTS namespace, with this VM's directory as their LOCAL_DIR.
 # The token is written to a root-only file and never echoed: keep `set -x` out of this script.
 set -eu
@@ -76,8 +76,11 @@ if [ -z "$ROOTFS" ]; then
 fi
 
 printf '127.0.0.1\tlocalhost\n%s\t%s\n' "${ADDRESS:-127.0.0.1}" "$NAME" >"$HOST_DIR/hosts"
-# The rootfs must be a mount point (the starter remounts / private for each job); /proc, /sys (of this VM's
-# network namespace) and /dev are mounted in the private mount namespace and vanish with its last process.
+# The rootfs becomes this VM's root with pivot_root, not chroot: the kernel refuses new user namespaces to
+# a chrooted process, and jobs that run containers (rootless podman: the offload `htcondor` backend) need
+# them. The rootfs must be a mount point (the starter remounts / private for each job); /proc, /sys (of this
+# VM's network namespace), a cgroup2 hierarchy and /dev are mounted in the private mount namespace and vanish
+# with its last process.
 exec unshare --mount --uts --propagation private /bin/sh -c '
   set -e
   R=$1 H=$2 L=$3 N=$4
@@ -85,9 +88,15 @@ exec unshare --mount --uts --propagation private /bin/sh -c '
   mount --bind "$R" "$R"
   mount -t proc proc "$R/proc"
   mount -t sysfs sysfs "$R/sys"
+  mount -t cgroup2 cgroup2 "$R/sys/fs/cgroup" 2>/dev/null || true
   mount --rbind /dev "$R/dev"
   mount --bind "$H" "$R$L"
   mount --bind "$H/hosts" "$R/etc/hosts"
-  chroot "$R" chown -R condor:condor "$L/run" "$L/log" "$L/lock" "$L/spool" "$L/execute"
-  exec chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin CONDOR_CONFIG="$L/condor_config" \
+  mkdir -p "$R/.oldroot"
+  cd "$R"
+  pivot_root . .oldroot
+  cd /
+  umount -l /.oldroot
+  chown -R condor:condor "$L/run" "$L/log" "$L/lock" "$L/spool" "$L/execute"
+  exec /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin CONDOR_CONFIG="$L/condor_config" \
     /usr/sbin/condor_master -f' - "$ROOTFS" "$HOST_DIR" "$LOCAL" "$NAME"

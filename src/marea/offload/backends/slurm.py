@@ -24,7 +24,7 @@ from typing import Any
 
 from marea.config import MareaConfig
 from marea.offload import runner as runner_module
-from marea.offload.backends.base import Backend, BackendError, PodStatuses, waiting_pod
+from marea.offload.backends.base import Backend, BackendError, PodStatuses, elastic_capacity, waiting_pod
 from marea.offload.backends.local import FINAL, PodmanMixin, server_id
 from marea.offload.backends.runnerfiles import (
     container_log,
@@ -191,21 +191,7 @@ class SlurmBackend(PodmanMixin, Backend):
         return container_log(rec, self.pod_dir(rec), req, finished)
 
     def capacity(self, recs: list[PodRecord]) -> dict[str, Any]:
-        """What the elastic cluster can grow to (max_workers x the largest flavour): the virtual node's size.
-
-        Pods beyond what is free now are not refused: they pend as jobs, and pending jobs are what makes the
-        engine boot workers.
-        """
-        biggest = max(self.cfg.flavours, key=lambda f: (f.cores, f.memory_mb))
-        n = max(1, self.cfg.policy.max_workers)
-        return {
-            "cpu": str(n * biggest.cores),
-            "memory": f"{n * biggest.memory_mb}Mi",
-            "pods": str(self.settings.max_pods),
-            "accelerators": [{"resourceType": "nvidia.com/gpu", "available": str(n * biggest.gpus)}]
-            if biggest.gpus
-            else [],
-        }
+        return elastic_capacity(self.cfg)
 
     def adopt(self, recs: list[PodRecord]) -> list[PodRecord]:
         gone = [r for r in recs if r.phase != "created"]

@@ -15,8 +15,10 @@
 #   testbeds/htcondor.sh stop      stop the manager, kill what is left in $NS, delete the namespace
 #
 # Workers are not started here: each worker "VM" of marea's local cloud driver runs the user-data template
-# src/marea/batch/templates/htcondor-worker.sh, which chroots into the same rootfs (variable CONDOR_ROOTFS)
-# and starts a startd-only condor_master that joins this collector with the IDTOKEN written by `start`.
+# src/marea/batch/templates/htcondor-worker.sh, which makes the same rootfs its root (pivot_root; variable
+# CONDOR_ROOTFS) and starts a startd-only condor_master that joins this collector with the IDTOKEN written by
+# `start`. The rootfs also holds podman, runc, uidmap and catatonit: jobs of the offload `htcondor` backend
+# run pods with rootless podman as the submit user.
 #
 # Pitfalls (found on this machine): HTCondor binds 0.0.0.0, hence the namespace; a namespace with only `lo`
 # breaks address selection, hence the bridge address; `nsenter --net`, not `ip netns exec` (which remounts

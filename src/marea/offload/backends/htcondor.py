@@ -107,6 +107,7 @@ class HTCondorBackend(Backend):
         if self.condor.condor_config:
             self.htcondor.reload_config()
         self.runner = NamespaceRunner(self.condor.netns)
+        self._schedd_ad: Any = None
         self.final: dict[str, PodStatuses] = {}
         self.retrieved: set[str] = set()
         self.missing_since: dict[str, float] = {}
@@ -121,18 +122,23 @@ class HTCondorBackend(Backend):
         try:
             return self.runner.run(go)
         except BackendError:
+            self._schedd_ad = None
             raise
         except Exception as exc:  # HTCondorException, ClassAdException, OSError, BatchError from the runner
+            self._schedd_ad = None  # the schedd may have moved: locate it again next time
             raise BackendError(f"htcondor: {what} failed: {str(exc).strip()[:300]}") from None
 
     def _schedd(self) -> Any:
+        """The schedd, located through the collector once (again after any failed call)."""
         h = self.htcondor
-        coll = h.Collector(self.condor.collector or None)
-        constraint = f"Name == {classad_string(self.condor.schedd)}" if self.condor.schedd else None
-        ads = list(coll.query(h.AdType.Schedd, constraint=constraint))
-        if not ads:
-            raise BackendError(f"htcondor: schedd {self.condor.schedd or '(any)'} is not in the collector")
-        return h.Schedd(ads[0])
+        if self._schedd_ad is None:
+            coll = h.Collector(self.condor.collector or None)
+            constraint = f"Name == {classad_string(self.condor.schedd)}" if self.condor.schedd else None
+            ads = list(coll.query(h.AdType.Schedd, constraint=constraint))
+            if not ads:
+                raise BackendError(f"htcondor: schedd {self.condor.schedd or '(any)'} is not in the collector")
+            self._schedd_ad = ads[0]
+        return h.Schedd(self._schedd_ad)
 
     def _query(self, constraint: str) -> list[Any]:
         return list(self._call("queue query", lambda s: s.query(constraint=constraint, projection=PROJECTION)))

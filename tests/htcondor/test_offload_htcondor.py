@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -23,7 +22,20 @@ from marea.batch.htcondor import HTCondorBatch
 from marea.config import HTCondorSection
 from marea.model import Flavour
 from tests.htcondor.conftest import SCRIPT, SUBNET, CondorTestbed, wait_until
-from tests.offload.conftest import BUSYBOX, ROOT, Server, all_terminated, load_create, simple_pod, states, wait_for
+from tests.offload.conftest import (
+    BUSYBOX,
+    ROOT,
+    LogFollower,
+    Server,
+    all_terminated,
+    assert_recorded_pod_output,
+    check_failing_pod_exit_code,
+    check_server_restart_while_pod_runs,
+    load_create,
+    simple_pod,
+    states,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.htcondor, pytest.mark.podman]
 
@@ -109,32 +121,12 @@ def test_pod_runs_as_an_htcondor_job(condor_server: Server, condor: CondorTestbe
     init = seen[-1]["initContainers"][0]["state"]
     assert init["terminated"]["exitCode"] == 0 and init["terminated"]["reason"] == "Completed"
 
-    followed: list[str] = []
-
-    def follow() -> None:
-        body = {
-            "PodUID": uid,
-            "PodName": pod["metadata"]["name"],
-            "Namespace": "cms",
-            "ContainerName": "main",
-            "Opts": {"Follow": True},
-        }
-        with condor_server.client.stream("GET", "/getLogs", json=body) as resp:
-            followed.extend(resp.iter_text())
-
-    t = threading.Thread(target=follow)
-    t.start()
+    follower = LogFollower(condor_server, pod)
     final = wait_for(condor_server, pod, all_terminated, timeout=90)[-1]
     assert [c["state"]["terminated"]["exitCode"] for c in final["initContainers"] + final["containers"]] == [0, 0]
-    t.join(30)
-    assert not t.is_alive() and "tick 2" in "".join(followed) and "".join(followed).endswith("main done\n")
-    logs = condor_server.logs(pod, "main")
-    assert logs.text.splitlines()[:3] == [
-        f"hello offload from {pod['metadata']['name']} in cms",
-        "user=alice mode=fast",
-        "s3cr3t-pw",
-    ]
-    assert condor_server.logs(pod, "main", Tail=1).text == "main done\n"
+    followed = follower.text()
+    assert "tick 2" in followed and followed.endswith("main done\n")
+    assert_recorded_pod_output(condor_server, pod)
     assert condor_server.logs(pod, "prepare").status_code == 200
 
     assert condor_server.delete(pod).status_code == 200
@@ -144,13 +136,7 @@ def test_pod_runs_as_an_htcondor_job(condor_server: Server, condor: CondorTestbe
 
 
 def test_failing_pod_gives_its_exit_code(condor_server: Server) -> None:
-    req = simple_pod(str(uuid.uuid4()), "echo boom >&2; exit 42")
-    assert condor_server.create(req).status_code == 200
-    st = wait_for(condor_server, req["pod"], all_terminated, timeout=90)[-1]
-    term = st["containers"][0]["state"]["terminated"]
-    assert term["exitCode"] == 42 and term["reason"] == "Error"
-    assert condor_server.logs(req["pod"], "main").text == "boom\n"
-    condor_server.delete(req["pod"])
+    check_failing_pod_exit_code(condor_server, timeout=90)
 
 
 def test_pending_pod_is_demand_and_delete_removes_it(condor_server: Server, condor: CondorTestbed) -> None:
@@ -178,17 +164,7 @@ def test_pending_pod_is_demand_and_delete_removes_it(condor_server: Server, cond
 
 
 def test_server_restart_while_job_runs(condor_server: Server) -> None:
-    req = simple_pod(str(uuid.uuid4()), "echo a; sleep 4; echo b")
-    pod = req["pod"]
-    assert condor_server.create(req).status_code == 200
-    wait_for(condor_server, pod, lambda st: states(st)["main"] == "running", timeout=90)
-    condor_server.kill()
-    condor_server.start()
-    assert states(condor_server.status(pod))["main"] in ("running", "terminated")
-    final = wait_for(condor_server, pod, all_terminated, timeout=90)[-1]
-    assert final["containers"][0]["state"]["terminated"]["exitCode"] == 0
-    assert condor_server.logs(pod, "main").text == "a\nb\n"
-    assert condor_server.delete(pod).status_code == 200
+    check_server_restart_while_pod_runs(condor_server, timeout=90)
 
 
 def test_delete_of_a_running_pod_stops_its_containers(condor_server: Server, condor: CondorTestbed) -> None:

@@ -16,7 +16,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,6 +158,74 @@ class Server:
 
     def delete(self, pod: dict[str, Any]) -> httpx.Response:
         return self.client.post("/delete", json=pod)
+
+
+class LogFollower:
+    """`kubectl logs -f` in a thread, started while the container runs: the stream must end by itself when the
+    container ends (`text` fails otherwise)."""
+
+    def __init__(self, server: Server, pod: dict[str, Any], container: str = "main", **opts: Any) -> None:
+        self.chunks: list[str] = []
+        self.status_code = 0
+        body = {
+            "PodUID": pod["metadata"]["uid"],
+            "PodName": pod["metadata"]["name"],
+            "Namespace": pod["metadata"]["namespace"],
+            "ContainerName": container,
+            "Opts": {"Follow": True, **opts},
+        }
+        self.thread = threading.Thread(target=self._follow, args=(server, body))
+        self.thread.start()
+
+    def _follow(self, server: Server, body: dict[str, Any]) -> None:
+        with server.client.stream("GET", "/getLogs", json=body) as resp:
+            self.status_code = resp.status_code
+            self.chunks.extend(resp.iter_text())
+
+    def text(self, timeout: float = 30) -> str:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "follow did not end with the container"
+        assert self.status_code == 200
+        return "".join(self.chunks)
+
+
+def assert_recorded_pod_output(server: Server, pod: dict[str, Any]) -> None:
+    """What the recorded interLink pod's `main` prints: the ConfigMap through the init container and the
+    emptyDir, the downward API through the projected volume, env from a Secret and a fieldRef, the Secret
+    volume; then its last line alone with Tail."""
+    lines = server.logs(pod, "main").text.splitlines()
+    assert lines[:3] == [
+        f"hello offload from {pod['metadata']['name']} in cms",
+        "user=alice mode=fast",
+        "s3cr3t-pw",
+    ]
+    assert server.logs(pod, "main", Tail=1).text == "main done\n"
+
+
+def check_failing_pod_exit_code(server: Server, timeout: float = 60) -> None:
+    """A container that exits 42 gives exit code 42, reason Error, and its stderr as its log."""
+    req = simple_pod(str(uuid.uuid4()), "echo boom >&2; exit 42")
+    assert server.create(req).status_code == 200
+    st = wait_for(server, req["pod"], all_terminated, timeout=timeout)[-1]
+    term = st["containers"][0]["state"]["terminated"]
+    assert term["exitCode"] == 42 and term["reason"] == "Error"
+    assert server.logs(req["pod"], "main").text == "boom\n"
+    assert server.delete(req["pod"]).status_code == 200
+
+
+def check_server_restart_while_pod_runs(server: Server, timeout: float = 60) -> None:
+    """SIGKILL the server while a pod's job runs, start it again: the pod is found, finishes, has its logs."""
+    req = simple_pod(str(uuid.uuid4()), "echo a; sleep 4; echo b")
+    pod = req["pod"]
+    assert server.create(req).status_code == 200
+    wait_for(server, pod, lambda st: states(st)["main"] == "running", timeout=timeout)
+    server.kill()
+    server.start()
+    assert states(server.status(pod))["main"] in ("running", "terminated")
+    final = wait_for(server, pod, all_terminated, timeout=timeout)[-1]
+    assert final["containers"][0]["state"]["terminated"]["exitCode"] == 0
+    assert server.logs(pod, "main").text == "a\nb\n"
+    assert server.delete(pod).status_code == 200
 
 
 def states(st: dict[str, Any]) -> dict[str, str]:

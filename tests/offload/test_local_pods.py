@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import stat
 import subprocess
-import threading
 import uuid
 from pathlib import Path
 
@@ -19,8 +18,10 @@ from marea.offload.backends.local import server_id
 from tests.offload.conftest import (
     BUSYBOX,
     PODMAN,
+    LogFollower,
     Server,
     all_terminated,
+    assert_recorded_pod_output,
     load_create,
     podman_containers,
     simple_pod,
@@ -49,43 +50,16 @@ def test_full_pod_lifecycle_over_unix_socket(local_server: Server) -> None:
     assert states(seen[-1])["prepare"] == "terminated"
 
     # follow while main runs: the stream stays open and ends when the container ends
-    followed: list[str] = []
-
-    def follow() -> None:
-        with local_server.client.stream(
-            "GET",
-            "/getLogs",
-            json={
-                "PodUID": uid,
-                "PodName": pod["metadata"]["name"],
-                "Namespace": "cms",
-                "ContainerName": "main",
-                "Opts": {"Follow": True, "SinceTime": "0001-01-01T00:00:00Z"},
-            },
-        ) as resp:
-            assert resp.status_code == 200
-            followed.extend(resp.iter_text())
-
-    t = threading.Thread(target=follow)
-    t.start()
+    follower = LogFollower(local_server, pod, SinceTime="0001-01-01T00:00:00Z")
 
     final = wait_for(local_server, pod, all_terminated)[-1]
     for c in [*final["initContainers"], *final["containers"]]:
         assert c["state"]["terminated"]["exitCode"] == 0, c
         assert c["state"]["terminated"]["reason"] == "Completed"
-    t.join(30)
-    assert not t.is_alive(), "follow did not end with the container"
-    text = "".join(followed)
+    text = follower.text()
     assert "tick 3" in text and text.rstrip().endswith("main done")
 
-    logs = local_server.logs(pod, "main")
-    assert logs.status_code == 200
-    lines = logs.text.splitlines()
-    # ConfigMap via the init container and the emptyDir, downward API through the projected volume, env from a
-    # Secret and a fieldRef, the Secret volume
-    assert lines[0] == "hello offload from " + pod["metadata"]["name"] + " in cms"
-    assert lines[1] == "user=alice mode=fast"
-    assert lines[2] == "s3cr3t-pw"
+    assert_recorded_pod_output(local_server, pod)
     assert local_server.logs(pod, "main", Tail=2).text == "tick 3\nmain done\n"
     assert local_server.logs(pod, "main", Bytes=5).text == "hello"
     stamped = local_server.logs(pod, "main", Tail=1, Timestamps=True).text

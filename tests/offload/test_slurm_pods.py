@@ -7,7 +7,6 @@ refresh plus the runner's files. The same interLink 0.6.2-shaped request as the 
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 from typing import Any
@@ -17,8 +16,12 @@ import pytest
 from marea.batch.slurm import parse_demand
 from marea.model import Resources
 from tests.offload.conftest import (
+    LogFollower,
     Server,
     all_terminated,
+    assert_recorded_pod_output,
+    check_failing_pod_exit_code,
+    check_server_restart_while_pod_runs,
     load_create,
     podman_containers,
     simple_pod,
@@ -54,35 +57,15 @@ def test_pod_runs_as_a_slurm_job(slurm_server: Server) -> None:
     seen = wait_for(slurm_server, pod, lambda st: states(st)["main"] == "running", timeout=60)
     assert states(seen[0]) == {"prepare": "waiting", "main": "waiting"}
 
-    followed: list[str] = []
-
-    def follow() -> None:
-        body = {
-            "PodUID": uid,
-            "PodName": pod["metadata"]["name"],
-            "Namespace": "cms",
-            "ContainerName": "main",
-            "Opts": {"Follow": True},
-        }
-        with slurm_server.client.stream("GET", "/getLogs", json=body) as resp:
-            followed.extend(resp.iter_text())
-
-    t = threading.Thread(target=follow)
-    t.start()
+    follower = LogFollower(slurm_server, pod)
     final = wait_for(slurm_server, pod, all_terminated, timeout=60)[-1]
     assert [c["state"]["terminated"]["exitCode"] for c in final["initContainers"] + final["containers"]] == [
         0,
         0,
     ]
-    t.join(30)
-    assert not t.is_alive() and "tick 2" in "".join(followed) and "".join(followed).endswith("main done\n")
-    logs = slurm_server.logs(pod, "main")
-    assert logs.text.splitlines()[:3] == [
-        f"hello offload from {pod['metadata']['name']} in cms",
-        "user=alice mode=fast",
-        "s3cr3t-pw",
-    ]
-    assert slurm_server.logs(pod, "main", Tail=1).text == "main done\n"
+    followed = follower.text()
+    assert "tick 2" in followed and followed.endswith("main done\n")
+    assert_recorded_pod_output(slurm_server, pod)
 
     assert slurm_server.delete(pod).status_code == 200
     assert not (slurm_server.workdir / "state" / "pods" / uid).exists()
@@ -90,13 +73,7 @@ def test_pod_runs_as_a_slurm_job(slurm_server: Server) -> None:
 
 
 def test_failing_pod_gives_its_exit_code(slurm_server: Server) -> None:
-    req = simple_pod(str(uuid.uuid4()), "echo boom >&2; exit 42")
-    assert slurm_server.create(req).status_code == 200
-    st = wait_for(slurm_server, req["pod"], all_terminated, timeout=60)[-1]
-    term = st["containers"][0]["state"]["terminated"]
-    assert term["exitCode"] == 42 and term["reason"] == "Error"
-    assert slurm_server.logs(req["pod"], "main").text == "boom\n"
-    slurm_server.delete(req["pod"])
+    check_failing_pod_exit_code(slurm_server, timeout=60)
 
 
 def test_pending_pod_is_demand_and_delete_cancels_it(slurm_server: Server) -> None:
@@ -122,14 +99,4 @@ def test_pending_pod_is_demand_and_delete_cancels_it(slurm_server: Server) -> No
 
 
 def test_server_restart_while_job_runs(slurm_server: Server) -> None:
-    req = simple_pod(str(uuid.uuid4()), "echo a; sleep 3; echo b")
-    pod = req["pod"]
-    assert slurm_server.create(req).status_code == 200
-    wait_for(slurm_server, pod, lambda st: states(st)["main"] == "running", timeout=60)
-    slurm_server.kill()
-    slurm_server.start()
-    assert states(slurm_server.status(pod))["main"] in ("running", "terminated")
-    final = wait_for(slurm_server, pod, all_terminated, timeout=60)[-1]
-    assert final["containers"][0]["state"]["terminated"]["exitCode"] == 0
-    assert slurm_server.logs(pod, "main").text == "a\nb\n"
-    assert slurm_server.delete(pod).status_code == 200
+    check_server_restart_while_pod_runs(slurm_server, timeout=60)

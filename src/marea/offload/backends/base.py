@@ -11,13 +11,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from marea.offload.state import PodRecord
 from marea.offload.wire import CreateRequest, LogRequest
-
-if TYPE_CHECKING:
-    from marea.config import MareaConfig
 
 
 class BackendError(Exception):
@@ -70,24 +67,6 @@ def terminated_pod(rec: PodRecord, reason: str, message: str, exit_code: int = 1
         init=[container_status(n, i, state) for n, i in rec.containers.get("init", [])],
         containers=[container_status(n, i, state) for n, i in rec.containers.get("containers", [])],
     )
-
-
-def elastic_capacity(cfg: MareaConfig) -> dict[str, Any]:
-    """What an elastic batch cluster can grow to (max_workers x the largest flavour): the virtual node's size.
-
-    Pods beyond what is free now are not refused: they pend as jobs, and pending jobs are what makes the
-    engine boot workers.
-    """
-    biggest = max(cfg.flavours, key=lambda f: (f.cores, f.memory_mb))
-    n = max(1, cfg.policy.max_workers)
-    return {
-        "cpu": str(n * biggest.cores),
-        "memory": f"{n * biggest.memory_mb}Mi",
-        "pods": str(cfg.offload.max_pods),
-        "accelerators": [{"resourceType": "nvidia.com/gpu", "available": str(n * biggest.gpus)}]
-        if biggest.gpus
-        else [],
-    }
 
 
 class Backend(ABC):

@@ -34,15 +34,8 @@ from marea.batch.htcondor import classad_string, load_bindings
 from marea.batch.htcondor_netns import NamespaceRunner
 from marea.config import MareaConfig
 from marea.offload import runner as runner_module
-from marea.offload.backends.base import (
-    Backend,
-    BackendError,
-    PodStatuses,
-    container_status,
-    elastic_capacity,
-    waiting_pod,
-)
-from marea.offload.backends.local import server_id
+from marea.offload.backends.base import BackendError, PodStatuses, container_status, waiting_pod
+from marea.offload.backends.batchjob import BatchJobBackend, job_name
 from marea.offload.backends.runnerfiles import container_log, lose_unfinished, remove_dir, statuses_from_files
 from marea.offload.podspec import PodDirWriter
 from marea.offload.quantity import pod_request
@@ -55,8 +48,6 @@ log = logging.getLogger(__name__)
 IDLE, RUNNING, REMOVED, COMPLETED, HELD, TRANSFERRING_OUTPUT, SUSPENDED = 1, 2, 3, 4, 5, 6, 7
 #: HoldReasonCode of a spooled job whose input is still being uploaded (held by the schedd until it is in)
 SPOOLING_INPUT = 16
-#: how long a job may be missing from the queue before its pod is declared lost
-LOST_AFTER_S = 60.0
 #: the job ad attributes one refresh reads
 PROJECTION = [
     "ClusterId", "ProcId", "JobStatus", "HoldReason", "HoldReasonCode", "ExitCode", "ExitBySignal", "ExitSignal",
@@ -83,21 +74,12 @@ exec @PYTHON@ "$PWD/@RUNNER@" run "$PWD"
 """
 
 
-def job_name(rec: PodRecord) -> str:
-    return f"marea-{rec.namespace}-{rec.name}"[:100]
-
-
-class HTCondorBackend(Backend):
+class HTCondorBackend(BatchJobBackend):
     name = "htcondor"
 
     def __init__(self, cfg: MareaConfig, pods_dir: Path) -> None:
-        self.cfg = cfg
-        self.settings = cfg.offload
+        super().__init__(cfg, pods_dir, "python3")  # the worker's, not this server's interpreter
         self.condor = cfg.batch.htcondor
-        self.pods_dir = pods_dir
-        self.pods_dir.mkdir(parents=True, exist_ok=True)
-        self.server_id = server_id(pods_dir)
-        self.python = self.settings.python or "python3"
         if self.condor.condor_config:
             os.environ["CONDOR_CONFIG"] = self.condor.condor_config
         try:
@@ -108,9 +90,8 @@ class HTCondorBackend(Backend):
             self.htcondor.reload_config()
         self.runner = NamespaceRunner(self.condor.netns)
         self._schedd_ad: Any = None
-        self.final: dict[str, PodStatuses] = {}
+        #: pods whose job output (status/ and logs/) has been brought back
         self.retrieved: set[str] = set()
-        self.missing_since: dict[str, float] = {}
 
     # -- bindings helpers --------------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
@@ -142,9 +123,6 @@ class HTCondorBackend(Backend):
 
     def _query(self, constraint: str) -> list[Any]:
         return list(self._call("queue query", lambda s: s.query(constraint=constraint, projection=PROJECTION)))
-
-    def pod_dir(self, rec: PodRecord) -> Path:
-        return Path(rec.objects.get("dir") or self.pods_dir / rec.uid)
 
     # -- create ------------------------------------------------------------------------------------------------
     def description(self, rec: PodRecord, pod: dict[str, Any], pod_dir: Path) -> dict[str, str]:
@@ -205,9 +183,8 @@ class HTCondorBackend(Backend):
             while time.monotonic() < deadline and self.job_in_queue(rec.jid):
                 time.sleep(0.5)
         remove_dir(self.pod_dir(rec))
-        self.final.pop(rec.uid, None)
+        self.forget(rec)
         self.retrieved.discard(rec.uid)
-        self.missing_since.pop(rec.uid, None)
 
     def job_in_queue(self, jid: str) -> bool:
         try:
@@ -312,12 +289,8 @@ class HTCondorBackend(Backend):
                 st = lose_unfinished(self.chirped(rec, job), "JobRemoved", f"HTCondor job {rec.jid} was removed")
                 self.final[rec.uid] = out[rec.uid] = st
             else:  # not in the queue: removed by someone else, or the schedd lost it
-                first = self.missing_since.setdefault(rec.uid, now)
-                st = self.chirped(rec, None)
-                if now - first > LOST_AFTER_S:
-                    st = lose_unfinished(st, "JobLost", f"HTCondor job {rec.jid} is not in the queue any more")
-                    self.final[rec.uid] = st
-                out[rec.uid] = st
+                message = f"HTCondor job {rec.jid} is not in the queue any more"
+                out[rec.uid] = self.missing(rec, self.chirped(rec, None), now, message)
         return out
 
     def logs(self, rec: PodRecord, req: LogRequest, finished: Callable[[], bool]) -> AsyncIterator[bytes]:
@@ -340,9 +313,6 @@ class HTCondorBackend(Backend):
                 yield chunk
 
         return once()
-
-    def capacity(self, recs: list[PodRecord]) -> dict[str, Any]:
-        return elastic_capacity(self.cfg)
 
     def adopt(self, recs: list[PodRecord]) -> list[PodRecord]:
         """At start: a create cut short (no job id stored) may still have queued a job: find it by its pod uid

@@ -24,8 +24,9 @@ from typing import Any
 
 from marea.config import MareaConfig
 from marea.offload import runner as runner_module
-from marea.offload.backends.base import Backend, BackendError, PodStatuses, elastic_capacity, waiting_pod
-from marea.offload.backends.local import FINAL, PodmanMixin, server_id
+from marea.offload.backends.base import BackendError, PodStatuses, waiting_pod
+from marea.offload.backends.batchjob import BatchJobBackend, job_name
+from marea.offload.backends.local import FINAL, PodmanMixin
 from marea.offload.backends.runnerfiles import (
     container_log,
     lose_unfinished,
@@ -39,30 +40,17 @@ from marea.offload.state import PodRecord
 from marea.offload.wire import CreateRequest, LogRequest
 
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
-#: how long a job may be missing from squeue, with no result file, before its pod is declared lost
-LOST_AFTER_S = 60.0
 
 
-def job_name(rec: PodRecord) -> str:
-    return f"marea-{rec.namespace}-{rec.name}"[:100]
-
-
-class SlurmBackend(PodmanMixin, Backend):
+class SlurmBackend(PodmanMixin, BatchJobBackend):
     name = "slurm"
 
     def __init__(self, cfg: MareaConfig, pods_dir: Path) -> None:
-        self.cfg = cfg
-        self.settings = cfg.offload
+        super().__init__(cfg, pods_dir, sys.executable)
         self.slurm = cfg.batch.slurm
-        self.pods_dir = pods_dir
-        self.pods_dir.mkdir(parents=True, exist_ok=True)
-        self.server_id = server_id(pods_dir)
-        self.python = self.settings.python or sys.executable
         self.env = dict(os.environ)
         if self.slurm.slurm_conf:
             self.env["SLURM_CONF"] = self.slurm.slurm_conf
-        self.final: dict[str, PodStatuses] = {}
-        self.missing_since: dict[str, float] = {}
 
     def client(self, *args: str) -> str:
         cmd = [*self.slurm.command_prefix, *args]
@@ -80,9 +68,6 @@ class SlurmBackend(PodmanMixin, Backend):
         if res.returncode != 0:
             raise BackendError(f"{args[0]} failed: {res.stderr.strip()[-300:]}")
         return res.stdout
-
-    def pod_dir(self, rec: PodRecord) -> Path:
-        return Path(rec.objects.get("dir") or self.pods_dir / rec.uid)
 
     def sbatch_args(self, rec: PodRecord, pod: dict[str, Any], pod_dir: Path) -> list[str]:
         """The job's resource request is the pod's: this is what makes it demand for the elastic engine."""
@@ -134,7 +119,7 @@ class SlurmBackend(PodmanMixin, Backend):
                 time.sleep(0.3)
         self.remove_containers(rec.uid)  # no-op on a remote node; catches a runner killed hard here
         remove_dir(self.pod_dir(rec))
-        self.final.pop(rec.uid, None)
+        self.forget(rec)
 
     def job_active(self, jid: str) -> bool:
         try:
@@ -180,18 +165,12 @@ class SlurmBackend(PodmanMixin, Backend):
                 st = lose_unfinished(st, "Job" + state.title().replace("_", ""), f"Slurm job {rec.jid} ended: {state}")
                 self.final[rec.uid] = st
             else:
-                first = self.missing_since.setdefault(rec.uid, now)
-                if now - first > LOST_AFTER_S:
-                    st = lose_unfinished(st, "JobLost", f"Slurm job {rec.jid} is not known to Slurm any more")
-                    self.final[rec.uid] = st
+                st = self.missing(rec, st, now, f"Slurm job {rec.jid} is not known to Slurm any more")
             out[rec.uid] = st
         return out
 
     def logs(self, rec: PodRecord, req: LogRequest, finished: Callable[[], bool]) -> AsyncIterator[bytes]:
         return container_log(rec, self.pod_dir(rec), req, finished)
-
-    def capacity(self, recs: list[PodRecord]) -> dict[str, Any]:
-        return elastic_capacity(self.cfg)
 
     def adopt(self, recs: list[PodRecord]) -> list[PodRecord]:
         gone = [r for r in recs if r.phase != "created"]

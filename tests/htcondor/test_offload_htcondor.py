@@ -210,3 +210,19 @@ def test_create_cut_short_is_found_by_pod_uid_and_removed(tmp_path: Path, condor
         assert not (tmp_path / "pods" / rec.uid).exists()
     finally:
         backend.close()
+
+
+def test_unreachable_pool_is_a_clear_502_and_leaves_nothing(tmp_path: Path, condor: CondorTestbed) -> None:
+    """A pool the server cannot reach (here: a network namespace that does not exist): create answers 502
+    with one line saying why, the pod directory is removed, and the server goes on serving."""
+    toml = htcondor_toml(condor).replace('netns = "marea-condor"', 'netns = "marea-condor-nope"')
+    server = Server(tmp_path, toml).start()
+    try:
+        req = simple_pod(str(uuid.uuid4()), "true")
+        r = server.create(req)
+        assert r.status_code == 502
+        assert "marea-condor-nope" in r.text and "\n" not in r.text.strip()
+        assert list((tmp_path / "state" / "pods").iterdir()) == []
+        assert server.client.get("/healthz").status_code == 200
+    finally:
+        server.stop()

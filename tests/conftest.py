@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,3 +21,14 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
 @pytest.fixture
 def data_dir() -> Path:
     return DATA
+
+
+def wait_until(what: str, cond: Callable[[], Any], timeout: float, step: float = 0.5) -> Any:
+    """Poll `cond` until it gives a true value, and return that value; fail with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")

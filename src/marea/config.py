@@ -35,6 +35,9 @@ class ClusterSection(_Strict):
 
 class EngineSection(_Strict):
     interval_s: Annotated[float, Field(gt=0, le=300)] = 5.0
+    #: a joined worker missing from the batch system this long is failed and deleted (a restarted controller
+    #: or collector forgets its workers for a while: keep it above their re-registration time)
+    absent_grace_s: PositiveSeconds = 120.0
     #: where `marea run` writes its log lines (stderr when empty)
     log_file: str = ""
 

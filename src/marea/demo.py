@@ -118,6 +118,7 @@ def write_demo_config(
     interval_s: float = 2.0,
     user_data: str | None = None,
     extra_policy: str = "",
+    absent_grace_s: float = 120.0,
 ) -> Path:
     """A marea.toml for the local driver + Slurm testbed; tests reuse it with other knobs."""
     from marea.templates import worker_template
@@ -133,6 +134,7 @@ state = "state.db"
 
 [engine]
 interval_s = {interval_s}
+absent_grace_s = {absent_grace_s}
 log_file = "engine.log"
 
 [policy]

@@ -29,16 +29,6 @@ SUBNET = "10.232.0"
 pytestmark = pytest.mark.htcondor
 
 
-def wait_until(what: str, cond: Callable[[], Any], timeout: float, step: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 @dataclass
 class CondorTestbed:
     env: dict[str, str]

@@ -20,8 +20,8 @@ from marea.config import load_config
 from marea.demo import EngineProcess
 from marea.engine.store import Store
 from marea.templates import worker_template
-from tests.conftest import run_cli
-from tests.htcondor.conftest import NS, SUBNET, CondorTestbed, wait_until
+from tests.conftest import run_cli, wait_until
+from tests.htcondor.conftest import NS, SUBNET, CondorTestbed
 
 pytestmark = pytest.mark.htcondor
 

@@ -11,7 +11,8 @@ import pytest
 from marea.batch.htcondor import HTCondorBatch
 from marea.config import HTCondorSection
 from marea.model import Flavour, Resources
-from tests.htcondor.conftest import NS, SUBNET, CondorTestbed, wait_until
+from tests.conftest import wait_until
+from tests.htcondor.conftest import NS, SUBNET, CondorTestbed
 
 pytestmark = pytest.mark.htcondor
 

@@ -21,7 +21,8 @@ import pytest
 from marea.batch.htcondor import HTCondorBatch
 from marea.config import HTCondorSection
 from marea.model import Flavour
-from tests.htcondor.conftest import SCRIPT, SUBNET, CondorTestbed, wait_until
+from tests.conftest import wait_until
+from tests.htcondor.conftest import SCRIPT, SUBNET, CondorTestbed
 from tests.offload.conftest import (
     BUSYBOX,
     ROOT,

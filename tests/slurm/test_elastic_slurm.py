@@ -15,8 +15,8 @@ from marea.config import load_config
 from marea.demo import EngineProcess, SlurmTestbed, run_demo, submit_jobs, write_demo_config
 from marea.engine.store import Store
 from marea.model import InstanceState
-from tests.conftest import run_cli
-from tests.slurm.conftest import cleanup_vms, leftover_vm_namespaces, wait_until
+from tests.conftest import run_cli, wait_until
+from tests.slurm.conftest import cleanup_vms, leftover_vm_namespaces
 
 DONE = {"COMPLETED", "FAILED", "CANCELLED", "NODE_FAIL", "TIMEOUT", "PREEMPTED", "OUT_OF_MEMORY"}
 
@@ -201,3 +201,36 @@ def test_lost_store_restart_adopts_owned_vms_and_never_touches_foreign_ones(
     (still,) = cloud.list_owned("other")
     assert still.cloud_id == foreign.cloud_id and still.status.value == "active"
     cloud.delete(still)
+
+
+def test_worker_that_left_slurm_is_failed_after_the_grace_deleted_and_replaced(
+    slurm: SlurmTestbed, tmp_path: Path
+) -> None:
+    """A joined worker vanishes from Slurm behind marea's back (`scontrol delete nodename`, as after a
+    controller that lost its state): after `engine.absent_grace_s` it is declared failed, its VM is deleted,
+    and the minimum of one worker is restored by a new VM."""
+    cfg_path = write_demo_config(tmp_path, slurm, cluster="ab", max_workers=1, min_workers=1, interval_s=1,
+                                 idle_threshold_s=600, absent_grace_s=3)  # fmt: skip
+    cfg = load_config(cfg_path)
+    engine = EngineProcess(cfg_path)
+    engine.start()
+    store = Store(cfg.state_url(), cfg.cluster.name)
+    try:
+        first = wait_until("one idle worker", lambda: [r.id for r in store.live_instances()
+                                                       if r.state is InstanceState.IDLE], 90)[0]  # fmt: skip
+        slurm.client("scontrol", "delete", f"nodename={first}")
+        gone_at = time.time()
+        wait_until(f"{first} deleted", lambda: first not in {r.id for r in store.live_instances()}, 60)
+        deletes = [d for d in store.recent_decisions(1000) if d.kind == "delete" and d.instance_id == first]
+        assert deletes and "worker left the batch system" in deletes[0].reason, deletes
+        assert deletes[0].at - gone_at >= 3, "declared failed before the grace"
+        assert first not in {vm.instance_id for vm in LocalCloud(cfg.path("vms")).list_owned("ab")}
+        second = wait_until("a replacement joined", lambda: [r.id for r in store.live_instances()
+                                                             if r.state is InstanceState.IDLE], 90)[0]  # fmt: skip
+        assert second != first
+    finally:
+        store.close()
+        code = engine.stop()
+        cleanup_vms(cfg.path("vms"), "ab")
+    assert code == 0
+    assert leftover_vm_namespaces("ab") == []

@@ -46,7 +46,7 @@ from marea.policy import decide
 
 log = logging.getLogger("marea.engine")
 
-#: how long a joined worker may be missing from the batch system before it is declared failed
+#: default of how long a joined worker may be missing from the batch system before it is declared failed
 ABSENT_GRACE_S = 120.0
 
 
@@ -76,6 +76,7 @@ class Reconciler:
         user_data_template: str,
         variables: dict[str, str] | None = None,
         clock: Callable[[], float],
+        absent_grace_s: float = ABSENT_GRACE_S,
     ) -> None:
         self.cluster = cluster
         self.store = store
@@ -87,6 +88,7 @@ class Reconciler:
         self.variables = variables or {}
         self.clock = clock
         self._absent_since: dict[str, float] = {}
+        self.absent_grace_s = absent_grace_s
         self._redrain_checked = False
 
     # -- observe ---------------------------------------------------------------------------------------------
@@ -146,7 +148,7 @@ class Reconciler:
         if worker is None:
             if rec.state.joined:
                 since = self._absent_since.setdefault(rec.id, now)
-                if now - since > ABSENT_GRACE_S:
+                if now - since > self.absent_grace_s:
                     return store.set_state(rec, InstanceState.FAILED, now, failure="worker left the batch system")
             return rec
         self._absent_since.pop(rec.id, None)

@@ -48,6 +48,7 @@ def build_reconciler(cfg: MareaConfig) -> Reconciler:
         user_data_template=cfg.user_data_template(),
         variables={f"MAREA_VAR_{k.upper()}": v for k, v in cfg.worker.variables.items()},
         clock=time.time,
+        absent_grace_s=cfg.engine.absent_grace_s,
     )
 
 

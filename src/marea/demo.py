@@ -104,31 +104,26 @@ class SlurmTestbed:
         return jobs
 
 
-def write_demo_config(
-    workdir: Path,
-    testbed: SlurmTestbed,
+def local_cloud_config(
     *,
-    cluster: str = "demo",
-    max_workers: int = 4,
-    min_workers: int = 0,
-    cores: int = 2,
-    memory_mb: int = 2000,
-    idle_threshold_s: float = 10.0,
-    join_timeout_s: float = 90.0,
-    interval_s: float = 2.0,
-    user_data: str | None = None,
-    extra_policy: str = "",
+    cluster: str,
+    bridge_netns: str,
+    subnet: str,
+    max_workers: int,
+    min_workers: int,
+    cores: int,
+    memory_mb: int,
+    idle_threshold_s: float,
+    join_timeout_s: float,
+    interval_s: float,
     absent_grace_s: float = 120.0,
-) -> Path:
-    """A marea.toml for the local driver + Slurm testbed; tests reuse it with other knobs."""
-    from marea.templates import worker_template
-
-    (workdir / "worker.sh").write_text(user_data if user_data is not None else worker_template("slurm-worker.sh"))
-    cfg = workdir / "marea.toml"
-    prefix = json.dumps(["nsenter", f"--net=/run/netns/{testbed.ns}"])
-    cfg.write_text(
-        f"""# written by marea demo
-[cluster]
+    extra_policy: str = "",
+    first_host: int | None = None,
+) -> str:
+    """The marea.toml sections every testbed demo shares: one flavour, the local cloud driver with its VMs
+    on the testbed's bridge, the user-data in worker.sh. The caller adds its [batch] section."""
+    first = f"first_host = {first_host}\n" if first_host is not None else ""
+    return f"""[cluster]
 name = "{cluster}"
 state = "state.db"
 
@@ -157,13 +152,46 @@ driver = "local"
 [cloud.local]
 base_dir = "vms"
 netns = true
-bridge_netns = "{testbed.ns}"
+bridge_netns = "{bridge_netns}"
 bridge = "br0"
-subnet = "{testbed.subnet}.0/24"
-
+subnet = "{subnet}.0/24"
+{first}
 [worker]
 user_data_file = "worker.sh"
+"""
 
+
+def write_demo_config(
+    workdir: Path,
+    testbed: SlurmTestbed,
+    *,
+    cluster: str = "demo",
+    max_workers: int = 4,
+    min_workers: int = 0,
+    cores: int = 2,
+    memory_mb: int = 2000,
+    idle_threshold_s: float = 10.0,
+    join_timeout_s: float = 90.0,
+    interval_s: float = 2.0,
+    user_data: str | None = None,
+    extra_policy: str = "",
+    absent_grace_s: float = 120.0,
+) -> Path:
+    """A marea.toml for the local driver + Slurm testbed; tests reuse it with other knobs."""
+    from marea.templates import worker_template
+
+    (workdir / "worker.sh").write_text(user_data if user_data is not None else worker_template("slurm-worker.sh"))
+    cfg = workdir / "marea.toml"
+    prefix = json.dumps(["nsenter", f"--net=/run/netns/{testbed.ns}"])
+    common = local_cloud_config(
+        cluster=cluster, bridge_netns=testbed.ns, subnet=testbed.subnet, max_workers=max_workers,
+        min_workers=min_workers, cores=cores, memory_mb=memory_mb, idle_threshold_s=idle_threshold_s,
+        join_timeout_s=join_timeout_s, interval_s=interval_s, absent_grace_s=absent_grace_s,
+        extra_policy=extra_policy,
+    )  # fmt: skip
+    cfg.write_text(
+        f"""# written by marea demo
+{common}
 [batch]
 system = "slurm"
 

@@ -13,17 +13,20 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rich.console import Console
 from rich.live import Live
 
 from marea.clouds.local import LocalCloud
 from marea.config import load_config
-from marea.demo import DemoError, DemoResult, EngineProcess, _table, account_workers, repo_root
+from marea.demo import DemoError, DemoResult, EngineProcess, _table, account_workers, local_cloud_config, repo_root
 from marea.engine.store import Store
+
+T = TypeVar("T")
 
 #: JobStatus -> the names the demo table shows
 JOB_STATES = {1: "IDLE", 2: "RUNNING", 3: "REMOVED", 4: "COMPLETED", 5: "HELD", 6: "TRANSFERRING", 7: "SUSPENDED"}
@@ -48,7 +51,10 @@ class HTCondorTestbed:
 
 class CondorClient:
     """Submit and follow jobs through the PyPI bindings, from inside the pool's network namespace, as the
-    testbed's unprivileged submit user (its client config claims that user)."""
+    testbed's unprivileged submit user (its client config claims that user). The tests use it too."""
+
+    #: what `jobs` reads of each job by default
+    JOB_STATE = ("ClusterId", "ProcId", "JobStatus", "NumJobStarts")
 
     def __init__(self, env: dict[str, str]) -> None:
         from marea.batch.htcondor_netns import NamespaceRunner
@@ -61,10 +67,16 @@ class CondorClient:
         self.collector = env["MAREA_CONDOR_COLLECTOR"]
         self.runner = NamespaceRunner(env["MAREA_CONDOR_NS"])
 
-    def _schedd(self) -> Any:
-        return self.h.Schedd(self.h.Collector(self.collector).query(self.h.AdType.Schedd)[0])
+    def call(self, fn: Callable[[Any], T]) -> T:
+        """fn(htcondor2) in the pool's network namespace."""
+        return self.runner.run(lambda: fn(self.h))
 
-    def submit(self, n: int, seconds: float, *, cpus: int = 1, memory: int = 200, batch: str = "demo") -> list[str]:
+    def schedd(self, h: Any) -> Any:
+        return h.Schedd(h.Collector(self.collector).query(h.AdType.Schedd)[0])
+
+    def submit(self, n: int, seconds: float, *, cpus: int = 1, memory: int = 200, batch: str = "demo",
+               requirements: str | None = None) -> list[str]:  # fmt: skip
+        """`n` jobs sleeping `seconds`, asking `cpus` and `memory` MB, in batch `batch`; their ids."""
         desc = {
             "executable": "/bin/sleep",
             "arguments": str(seconds),
@@ -75,22 +87,23 @@ class CondorClient:
             "initialdir": "/tmp",
             "batch_name": batch,
         }
+        if requirements:
+            desc["requirements"] = requirements
 
-        def go() -> list[str]:
-            result = self._schedd().submit(self.h.Submit(desc), count=n)
+        def go(h: Any) -> list[str]:
+            result = self.schedd(h).submit(h.Submit(desc), count=n)
             return [f"{result.cluster()}.{i}" for i in range(n)]
 
-        ids: list[str] = self.runner.run(go)
-        return ids
+        return self.call(go)
 
-    def jobs(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        """JobStatus and NumJobStarts of these jobs, from the queue and the history (history is final)."""
+    def jobs(self, ids: list[str], projection: tuple[str, ...] = JOB_STATE) -> dict[str, dict[str, Any]]:
+        """`projection` of these jobs, from the queue and the history (history wins: it is final)."""
         clusters = sorted({i.split(".")[0] for i in ids})
         constraint = " || ".join(f"ClusterId == {c}" for c in clusters) or "false"
-        proj = ["ClusterId", "ProcId", "JobStatus", "NumJobStarts"]
+        proj = list(projection)
 
-        def go() -> dict[str, dict[str, Any]]:
-            s = self._schedd()
+        def go(h: Any) -> dict[str, dict[str, Any]]:
+            s = self.schedd(h)
             out = {}
             for ad in list(s.query(constraint=constraint, projection=proj)) + list(
                 s.history(constraint=constraint, projection=proj)
@@ -98,7 +111,7 @@ class CondorClient:
                 out[f"{ad['ClusterId']}.{ad['ProcId']}"] = {k: ad.get(k) for k in proj}
             return out
 
-        found: dict[str, dict[str, Any]] = self.runner.run(go)
+        found = self.call(go)
         return {i: found[i] for i in ids if i in found}
 
     def close(self) -> None:
@@ -124,43 +137,14 @@ def write_htcondor_config(
     (workdir / "worker.sh").write_text(worker_template("htcondor-worker.sh"))
     subnet = env["MAREA_CONDOR_COLLECTOR"].rsplit(".", 1)[0]
     cfg = workdir / "marea.toml"
+    common = local_cloud_config(
+        cluster=cluster, bridge_netns=env["MAREA_CONDOR_NS"], subnet=subnet, max_workers=max_workers,
+        min_workers=min_workers, cores=cores, memory_mb=memory_mb, idle_threshold_s=idle_threshold_s,
+        join_timeout_s=join_timeout_s, interval_s=interval_s, first_host=100,
+    )  # fmt: skip
     cfg.write_text(
         f"""# written by marea demo --batch htcondor
-[cluster]
-name = "{cluster}"
-state = "state.db"
-
-[engine]
-interval_s = {interval_s}
-log_file = "engine.log"
-
-[policy]
-min_workers = {min_workers}
-max_workers = {max_workers}
-max_parallel_boots = {max_workers}
-idle_threshold_s = {idle_threshold_s}
-join_timeout_s = {join_timeout_s}
-backoff_base_s = 20
-
-[[flavours]]
-name = "local.{cores}c"
-cores = {cores}
-memory_mb = {memory_mb}
-
-[cloud]
-driver = "local"
-
-[cloud.local]
-base_dir = "vms"
-netns = true
-bridge_netns = "{env["MAREA_CONDOR_NS"]}"
-bridge = "br0"
-subnet = "{subnet}.0/24"
-first_host = 100
-
-[worker]
-user_data_file = "worker.sh"
-
+{common}
 [worker.variables]
 condor_rootfs = "{env["MAREA_CONDOR_ROOTFS"]}"
 condor_include = "/etc/marea-condor/common.conf"

@@ -14,12 +14,13 @@ import shutil
 import string
 import subprocess
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from marea.htcondor_demo import CondorClient
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "testbeds" / "htcondor.sh"
@@ -29,71 +30,36 @@ SUBNET = "10.232.0"
 pytestmark = pytest.mark.htcondor
 
 
-@dataclass
-class CondorTestbed:
-    env: dict[str, str]
-    runner: Any = None
-    vms: dict[str, Path] = field(default_factory=dict)
+def script(*args: str, check: bool = True) -> str:
+    """testbeds/htcondor.sh with these arguments; its stdout."""
+    proc = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=180)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"testbeds/htcondor.sh {args[0]} failed: {proc.stderr[-600:]}")
+    return proc.stdout
+
+
+class CondorTestbed(CondorClient):
+    """The running pool: the demo's client (submit, jobs, call, schedd) plus what the tests need around it."""
+
+    #: what `jobs` reads here: when and where each job ran, to check that none was killed or restarted
+    JOB_HISTORY = ("ClusterId", "ProcId", "JobStatus", "NumJobStarts", "ExitCode", "LastRemoteHost", "RemoteHost",
+                   "JobStartDate", "CompletionDate", "JobCurrentStartDate")  # fmt: skip
+
+    def __init__(self, env: dict[str, str]) -> None:
+        super().__init__(env)
+        self.env = env
+        self.vms: dict[str, Path] = {}
 
     @property
     def client_conf(self) -> str:
         return self.env["CONDOR_CONFIG"]
 
-    def script(self, *args: str, check: bool = True) -> str:
-        proc = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=180)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"testbeds/htcondor.sh {args[0]} failed: {proc.stderr[-600:]}")
-        return proc.stdout
-
-    def call(self, fn: Callable[[Any], Any]) -> Any:
-        """fn(htcondor2) in the manager's network namespace."""
-        import htcondor2
-
-        return self.runner.run(lambda: fn(htcondor2))
-
-    def schedd(self, h: Any) -> Any:
-        return h.Schedd(h.Collector(f"{SUBNET}.1").query(h.AdType.Schedd)[0])
-
     def submit(self, n: int, seconds: float, *, cpus: int = 1, memory: int = 100, batch: str = "t",
                requirements: str | None = None) -> list[str]:  # fmt: skip
-        desc = {
-            "executable": "/bin/sleep",
-            "arguments": str(seconds),
-            "request_cpus": str(cpus),
-            "request_memory": str(memory),
-            "request_disk": "1000",
-            "should_transfer_files": "NO",
-            "initialdir": "/tmp",
-            "batch_name": batch,
-        }
-        if requirements:
-            desc["requirements"] = requirements
+        return super().submit(n, seconds, cpus=cpus, memory=memory, batch=batch, requirements=requirements)
 
-        def go(h: Any) -> list[str]:
-            result = self.schedd(h).submit(h.Submit(desc), count=n)
-            return [f"{result.cluster()}.{i}" for i in range(n)]
-
-        ids: list[str] = self.call(go)
-        return ids
-
-    def jobs(self, ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Queue and history ads of these jobs (history wins: it is final)."""
-        clusters = sorted({i.split(".")[0] for i in ids})
-        constraint = " || ".join(f"ClusterId == {c}" for c in clusters)
-        proj = ["ClusterId", "ProcId", "JobStatus", "NumJobStarts", "ExitCode", "LastRemoteHost", "RemoteHost",
-                "JobStartDate", "CompletionDate", "JobCurrentStartDate"]  # fmt: skip
-
-        def go(h: Any) -> dict[str, dict[str, Any]]:
-            s = self.schedd(h)
-            out = {}
-            for ad in list(s.query(constraint=constraint, projection=proj)) + list(
-                s.history(constraint=constraint, projection=proj)
-            ):
-                out[f"{ad['ClusterId']}.{ad['ProcId']}"] = {k: ad.get(k) for k in proj}
-            return out
-
-        found: dict[str, dict[str, Any]] = self.call(go)
-        return {i: found[i] for i in ids if i in found}
+    def jobs(self, ids: list[str], projection: tuple[str, ...] = JOB_HISTORY) -> dict[str, dict[str, Any]]:
+        return super().jobs(ids, projection)
 
     def remove_jobs(self, constraint: str = "true") -> None:
         def go(h: Any) -> None:
@@ -171,20 +137,13 @@ def condor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CondorTestbed]:
     if not Path(env["MAREA_CONDOR_ROOTFS"], "usr/sbin/condor_master").exists():
         pytest.fail("the HTCondor testbed is not installed: run `bash testbeds/htcondor.sh install` (make testbeds)")
     env["VM_ROOT"] = str(tmp_path_factory.mktemp("condor-vms"))
+    script("stop", check=False)
+    script("start")
     tb = CondorTestbed(env)
-    tb.script("stop", check=False)
-    tb.script("start")
-    os.environ["CONDOR_CONFIG"] = env["CONDOR_CONFIG"]
-    import htcondor2
-
-    from marea.batch.htcondor_netns import NamespaceRunner
-
-    htcondor2.reload_config()
-    tb.runner = NamespaceRunner(NS)
     try:
         yield tb
     finally:
         for name in list(tb.vms):
             tb.power_off(name)
         tb.runner.close()
-        tb.script("stop", check=False)
+        script("stop", check=False)

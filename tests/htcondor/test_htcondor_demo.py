@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from marea.htcondor_demo import run_htcondor_demo
-from tests.htcondor.conftest import CondorTestbed
+from tests.htcondor.conftest import CondorTestbed, script
 
 pytestmark = pytest.mark.htcondor
 
@@ -19,4 +19,4 @@ def test_demo_flow_grows_completes_every_job_once_and_shrinks_to_min(condor: Con
     assert 1 <= result.workers_peak <= 3, result
     assert result.workers_at_end == 0 and result.leaked_vms == 0 and result.failed_boots == 0, result
     assert not [p.name for p in Path("/run/netns").iterdir() if p.name.startswith("mvm-hcdemo-")]
-    assert condor.script("status")  # a pool the demo did not start is left running
+    assert script("status")  # a pool the demo did not start is left running

@@ -157,6 +157,17 @@ def convert(path: Path) -> str:
         "",
         "[batch]",
         f'system = "{plugin}"  # [elastiq] batch_plugin',
+    ]
+    if plugin == "htcondor":
+        out += [
+            "# elastiq booted for every idle job; marea boots only for jobs a new worker could run, judging",
+            "# their Requirements against each flavour. Jobs that need the submit side's filesystem ask for",
+            "# TARGET.FileSystemDomain / UidDomain: say what your workers advertise, or they are unsatisfiable:",
+            "# [batch.htcondor.machine_attributes]",
+            "# FileSystemDomain = '\"example.org\"'",
+            "# UidDomain = '\"example.org\"'",
+        ]
+    out += [
         "",
         "[worker]",
         "# [ec2] user_data_b64, decoded. elastiq replaced %ipv4%, %ipv6%, %fqdn% in it ([substitute]);",

@@ -218,3 +218,120 @@ def test_kill_9_during_scale_up_and_during_drain_then_restart(condor: CondorTest
     assert code == 0
     assert leftover == []
     assert leftover_namespaces(cluster) == []
+
+
+ELASTIQ_CONF = """# an elastiq.conf as an HTCondor tenant of CloudVeneto has it (seed 004), sized for the test pool
+[elastiq]
+check_queue_every_s = 2
+idle_for_time_s = 4
+waiting_jobs_time_s = 10
+n_jobs_per_vm = 2
+batch_plugin = htcondor
+estimated_vm_deploy_time_s = 90
+check_vms_every_s = 30
+[ec2]
+flavour = cloudveneto.small
+api_url = https://cloud-areapd.pd.infn.it:8788/services/Cloud
+image_id = ami-00000001
+aws_access_key_id = AKIAEXAMPLE
+aws_secret_access_key = s3cr3t-DO-NOT-LOG
+user_data_b64 = IyEvYmluL2Jhc2gKZWNobyBqb2luaW5nIGNvbmRvcgo=
+[quota]
+min_vms = 0
+max_vms = 3
+"""
+
+
+def test_imported_elastiq_conf_runs_the_demo_flow(condor: CondorTestbed, tmp_path: Path) -> None:
+    """`marea config import-elastiq` of an HTCondor elastiq.conf, run by `marea run` on the real pool: all jobs
+    complete once, the peak stays within max_vms, the cluster ends at min_vms, no VM is left.
+
+    Used as imported: [cluster], [engine], [policy] (quota and timings), [[flavours]] (n_jobs_per_vm cores) and
+    [batch] system. Replaced, because this machine has no EC2 cloud whose VMs run user-data: [cloud] (the
+    local driver on the pool's bridge) and [worker] (marea's HTCondor worker user-data, since elastiq's does
+    not join this pool). Added: the pool's address and the machine attributes its workers advertise, as the
+    imported file's comment asks, and a job constraint, because the pool is shared with other tests."""
+    (tmp_path / "elastiq.conf").write_text(ELASTIQ_CONF)
+    proc = run_cli("config", "import-elastiq", str(tmp_path / "elastiq.conf"))
+    assert proc.returncode == 0, proc.stderr
+    imported = proc.stdout
+    kept = "\n".join(section for section in _toml_sections(imported) if not section.startswith(("[cloud", "[worker")))
+    (tmp_path / "worker.sh").write_text(worker_template("htcondor-worker.sh"))
+    cfg_path = tmp_path / "marea.toml"
+    cfg_path.write_text(
+        kept
+        + f"""
+[cloud]
+driver = "local"
+
+[cloud.local]
+base_dir = "vms"
+netns = true
+bridge_netns = "{NS}"
+bridge = "br0"
+subnet = "{SUBNET}.0/24"
+first_host = 100
+
+[worker]
+user_data_file = "worker.sh"
+
+[worker.variables]
+condor_rootfs = "{condor.env["MAREA_CONDOR_ROOTFS"]}"
+condor_include = "/etc/marea-condor/common.conf"
+
+[batch.htcondor]
+collector = "{SUBNET}.1"
+netns = "{NS}"
+condor_config = "{condor.client_conf}"
+token_file = "{condor.env["MAREA_CONDOR_TOKEN_FILE"]}"
+job_constraint = 'JobBatchName == "elastiq"'
+
+[batch.htcondor.machine_attributes]
+FileSystemDomain = '"condor.test"'
+UidDomain = '"condor.test"'
+"""
+    )
+    cfg = load_config(cfg_path)
+    assert (cfg.cluster.name, cfg.policy.max_workers, cfg.policy.min_workers) == ("elastiq", 3, 0)
+    assert (cfg.flavours[0].name, cfg.flavours[0].cores, cfg.batch.system) == ("cloudveneto.small", 2, "htcondor")
+    store = Store(cfg.state_url(), cfg.cluster.name)
+    engine = EngineProcess(cfg_path)
+    engine.start()
+    peak = 0
+
+    def alive() -> int:
+        nonlocal peak
+        n = len(store.live_instances())
+        peak = max(peak, n)
+        return n
+
+    try:
+        ids = condor.submit(8, 5, cpus=1, memory=200, batch="elastiq")
+        wait_until("every job done", lambda: alive() >= 0 and len(condor.jobs(ids)) == 8
+                   and all(j["JobStatus"] == 4 for j in condor.jobs(ids).values()), 240, step=1)  # fmt: skip
+        wait_until("the cluster back at min_vms (0)", lambda: alive() == 0, 120)
+        jobs = condor.jobs(ids)
+        assert all((j["ExitCode"], j["NumJobStarts"]) == (0, 1) for j in jobs.values()), jobs
+        booted = store.all_instances()
+        assert 1 <= peak <= 3 and len(booted) >= 1
+        assert all(r.flavour == "cloudveneto.small" for r in booted)
+    finally:
+        code = engine.stop()
+        condor.remove_jobs('JobBatchName == "elastiq"')
+        leftover = cleanup(cfg_path, cfg.cluster.name)
+        store.close()
+    assert code == 0 and leftover == []
+    assert leftover_namespaces(cfg.cluster.name) == []
+    engine_output = (tmp_path / "engine.stdout").read_text()  # the imported [engine] logs to stderr
+    assert "joined the batch system" in engine_output and "s3cr3t" not in engine_output
+
+
+def _toml_sections(text: str) -> list[str]:
+    """The text of each table of a TOML document (comments before a header go with the table above)."""
+    sections: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("[") or not sections:
+            sections.append(line)
+        else:
+            sections[-1] += "\n" + line
+    return sections

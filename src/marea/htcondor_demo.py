@@ -130,12 +130,15 @@ def write_htcondor_config(
     idle_threshold_s: float = 10.0,
     join_timeout_s: float = 90.0,
     interval_s: float = 2.0,
+    job_constraint: str = "",
 ) -> Path:
-    """A marea.toml for the local driver + the HTCondor testbed."""
+    """A marea.toml for the local driver + the HTCondor testbed; the demand is the jobs of batch `cluster`
+    unless `job_constraint` says otherwise."""
     from marea.templates import worker_template
 
     (workdir / "worker.sh").write_text(worker_template("htcondor-worker.sh"))
     subnet = env["MAREA_CONDOR_COLLECTOR"].rsplit(".", 1)[0]
+    constraint = job_constraint or f'JobBatchName == "{cluster}"'
     cfg = workdir / "marea.toml"
     common = local_cloud_config(
         cluster=cluster, bridge_netns=env["MAREA_CONDOR_NS"], subnet=subnet, max_workers=max_workers,
@@ -157,7 +160,7 @@ collector = "{env["MAREA_CONDOR_COLLECTOR"].split(":")[0]}"
 netns = "{env["MAREA_CONDOR_NS"]}"
 condor_config = "{env["CONDOR_CONFIG"]}"
 token_file = "{env["MAREA_CONDOR_TOKEN_FILE"]}"
-job_constraint = 'JobBatchName == "{cluster}"'
+job_constraint = '{constraint}'
 lost_after_s = 60
 
 [batch.htcondor.machine_attributes]

@@ -3,7 +3,7 @@ changed or a timer expires gives exactly what calling it at every engine tick gi
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
@@ -108,6 +108,9 @@ def test_invariants_hold_on_random_workloads(
     idle_threshold=st.sampled_from([0.0, 7.0, 300.0]),
     failure_rate=st.sampled_from([0.0, 0.5]),
 )
+# found by hypothesis in CI: two jobs submitted at the same instant were ordered by object address, so the two
+# runs started them on the two VMs the other way round
+@example(jobs=[(0, 1, 1.0), (0, 1, 4.0)], min_workers=0, idle_threshold=0.0, failure_rate=0.0)
 def test_event_driven_policy_calls_equal_calling_at_every_tick(
     jobs: list[tuple[int, int, float]], min_workers: int, idle_threshold: float, failure_rate: float
 ) -> None:

@@ -39,6 +39,8 @@ class CloudModel:
 class SimJob:
     trace: TraceJob
     shape: Shape
+    #: submission order: breaks ties between jobs submitted at the same instant (FIFO), deterministically
+    seq: int = 0
     start: float = -1.0
     end_at: float = -1.0
     worker: SimWorker | None = None
@@ -115,6 +117,7 @@ class SimCluster:
         self._events: list[tuple[float, int, int, object]] = []
         self._seq = 0
         self._worker_seq = 0
+        self._job_seq = 0
 
     # ---- events -------------------------------------------------------------------------------------
     def _push(self, when: float, kind: int, obj: object) -> None:
@@ -245,7 +248,8 @@ class SimCluster:
 
     # ---- batch system --------------------------------------------------------------------------------
     def submit(self, tj: TraceJob) -> SimJob:
-        job = SimJob(tj, (tj.cores, tj.memory_mb, tj.gpus))
+        self._job_seq += 1
+        job = SimJob(tj, (tj.cores, tj.memory_mb, tj.gpus), self._job_seq)
         self._enqueue(job)
         return job
 
@@ -293,7 +297,7 @@ class SimCluster:
         heads: list[tuple[float, int, Shape]] = []
         for shape, q in self.queues.items():
             if q:
-                heads.append((q[0].trace.submit, id(q[0]), shape))
+                heads.append((q[0].trace.submit, q[0].seq, shape))
         heapq.heapify(heads)
         while heads:
             _, _, shape = heapq.heappop(heads)
@@ -307,8 +311,8 @@ class SimCluster:
                 if target is None:
                     break  # later jobs of this shape do not fit either
                 self._start(q.popleft(), target)
-                if q and heads and (q[0].trace.submit, id(q[0])) > heads[0][:2]:
-                    heapq.heappush(heads, (q[0].trace.submit, id(q[0]), shape))
+                if q and heads and (q[0].trace.submit, q[0].seq) > heads[0][:2]:
+                    heapq.heappush(heads, (q[0].trace.submit, q[0].seq, shape))
                     break
 
     def _start(self, job: SimJob, w: SimWorker) -> None:

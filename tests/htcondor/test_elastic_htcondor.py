@@ -56,6 +56,19 @@ name = "c4"
 cores = 4
 memory_mb = 8000
 
+[batch]
+system = "htcondor"
+"""
+        + pool_sections(condor, f'JobBatchName == "{cluster}"')
+    )
+    return cfg
+
+
+def pool_sections(condor: CondorTestbed, job_constraint: str) -> str:
+    """What ties a configuration to this machine: the local cloud on the pool's bridge, marea's HTCondor worker
+    user-data in the pool's rootfs, the pool's address and the attributes its workers advertise; which jobs are
+    demand (the pool is shared by the suite's tests); a silent worker lost after 60 s."""
+    return f"""
 [cloud]
 driver = "local"
 
@@ -74,23 +87,18 @@ user_data_file = "worker.sh"
 condor_rootfs = "{condor.env["MAREA_CONDOR_ROOTFS"]}"
 condor_include = "/etc/marea-condor/common.conf"
 
-[batch]
-system = "htcondor"
-
 [batch.htcondor]
 collector = "{SUBNET}.1"
 netns = "{NS}"
 condor_config = "{condor.client_conf}"
 token_file = "{condor.env["MAREA_CONDOR_TOKEN_FILE"]}"
-job_constraint = 'JobBatchName == "{cluster}"'
+job_constraint = '{job_constraint}'
 lost_after_s = 60
 
 [batch.htcondor.machine_attributes]
 FileSystemDomain = '"condor.test"'
 UidDomain = '"condor.test"'
 """
-    )
-    return cfg
 
 
 def cleanup(cfg_path: Path, cluster: str) -> list[Any]:
@@ -250,7 +258,8 @@ def test_imported_elastiq_conf_runs_the_demo_flow(condor: CondorTestbed, tmp_pat
     [batch] system. Replaced, because this machine has no EC2 cloud whose VMs run user-data: [cloud] (the
     local driver on the pool's bridge) and [worker] (marea's HTCondor worker user-data, since elastiq's does
     not join this pool). Added: the pool's address and the machine attributes its workers advertise, as the
-    imported file's comment asks, and a job constraint, because the pool is shared with other tests."""
+    imported file's comment asks, a job constraint (the pool is shared with other tests) and a 60 s
+    lost-worker limit (`pool_sections`)."""
     (tmp_path / "elastiq.conf").write_text(ELASTIQ_CONF)
     proc = run_cli("config", "import-elastiq", str(tmp_path / "elastiq.conf"))
     assert proc.returncode == 0, proc.stderr
@@ -258,39 +267,7 @@ def test_imported_elastiq_conf_runs_the_demo_flow(condor: CondorTestbed, tmp_pat
     kept = "\n".join(section for section in _toml_sections(imported) if not section.startswith(("[cloud", "[worker")))
     (tmp_path / "worker.sh").write_text(worker_template("htcondor-worker.sh"))
     cfg_path = tmp_path / "marea.toml"
-    cfg_path.write_text(
-        kept
-        + f"""
-[cloud]
-driver = "local"
-
-[cloud.local]
-base_dir = "vms"
-netns = true
-bridge_netns = "{NS}"
-bridge = "br0"
-subnet = "{SUBNET}.0/24"
-first_host = 100
-
-[worker]
-user_data_file = "worker.sh"
-
-[worker.variables]
-condor_rootfs = "{condor.env["MAREA_CONDOR_ROOTFS"]}"
-condor_include = "/etc/marea-condor/common.conf"
-
-[batch.htcondor]
-collector = "{SUBNET}.1"
-netns = "{NS}"
-condor_config = "{condor.client_conf}"
-token_file = "{condor.env["MAREA_CONDOR_TOKEN_FILE"]}"
-job_constraint = 'JobBatchName == "elastiq"'
-
-[batch.htcondor.machine_attributes]
-FileSystemDomain = '"condor.test"'
-UidDomain = '"condor.test"'
-"""
-    )
+    cfg_path.write_text(kept + pool_sections(condor, 'JobBatchName == "elastiq"'))
     cfg = load_config(cfg_path)
     assert (cfg.cluster.name, cfg.policy.max_workers, cfg.policy.min_workers) == ("elastiq", 3, 0)
     assert (cfg.flavours[0].name, cfg.flavours[0].cores, cfg.batch.system) == ("cloudveneto.small", 2, "htcondor")

@@ -293,8 +293,8 @@ cmd_load_image() {
   local image=${1:?usage: $0 load-image IMAGE} archive
   [ -x "$R/usr/bin/podman" ] || { echo "run '$0 install' first" >&2; exit 1; }
   archive=$(mktemp -p "$R/tmp" image.XXXXXX.tar)
-  chmod 644 "$archive"
-  podman save -q -o "$archive.new" "$image" && mv -f "$archive.new" "$archive"
+  podman save -q -o "$archive.new" "$image"
+  mv -f "$archive.new" "$archive"
   chmod 644 "$archive"
   in_rootfs_as_user podman --events-backend file load -q -i "/tmp/${archive##*/}" >/dev/null
   rm -f "$archive"

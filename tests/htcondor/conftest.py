@@ -30,6 +30,16 @@ SUBNET = "10.232.0"
 pytestmark = pytest.mark.htcondor
 
 
+#: podman as the submit user on the rootless storage the workers' jobs use
+ROOTFS_PODMAN = ["bash", str(SCRIPT), "podman"]
+
+
+def load_pod_image(image: str) -> None:
+    """The host's podman gets `image` (testbeds/podman.sh), then the submit user's storage in the rootfs."""
+    subprocess.run(["bash", str(REPO / "testbeds" / "podman.sh"), "install"], check=True, capture_output=True)
+    subprocess.run(["bash", str(SCRIPT), "load-image", image], check=True, capture_output=True, timeout=300)
+
+
 def script(*args: str, check: bool = True) -> str:
     """testbeds/htcondor.sh with these arguments; its stdout."""
     proc = subprocess.run(["bash", str(SCRIPT), *args], capture_output=True, text=True, timeout=180)

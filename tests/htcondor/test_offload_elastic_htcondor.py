@@ -7,7 +7,6 @@ runs there with rootless podman, and once it is done and deleted the worker is d
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from pathlib import Path
 
@@ -19,16 +18,15 @@ from marea.demo import EngineProcess
 from marea.engine.store import Store
 from marea.htcondor_demo import write_htcondor_config
 from tests.conftest import wait_until
-from tests.htcondor.conftest import SCRIPT, CondorTestbed
+from tests.htcondor.conftest import CondorTestbed, load_pod_image
 from tests.htcondor.test_offload_htcondor import htcondor_toml
-from tests.offload.conftest import BUSYBOX, ROOT, Server, all_terminated, simple_pod, wait_for
+from tests.offload.conftest import BUSYBOX, Server, all_terminated, simple_pod, wait_for
 
 pytestmark = [pytest.mark.htcondor, pytest.mark.podman]
 
 
 def test_offloaded_pod_boots_a_worker_runs_there_and_the_worker_goes(condor: CondorTestbed, tmp_path: Path) -> None:
-    subprocess.run(["bash", str(ROOT / "testbeds" / "podman.sh"), "install"], check=True, capture_output=True)
-    subprocess.run(["bash", str(SCRIPT), "load-image", BUSYBOX], check=True, capture_output=True, timeout=300)
+    load_pod_image(BUSYBOX)
     # no worker in the pool (a VM powered off by an earlier test leaves its ads for up to CLASSAD_LIFETIME)
     wait_until("an empty pool", lambda: condor.slots() == [], 120, step=2)
     engine_dir = tmp_path / "engine"

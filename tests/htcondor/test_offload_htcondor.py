@@ -9,7 +9,6 @@ brought back with the job's output. The same interLink 0.6.2-shaped requests and
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,10 +21,9 @@ from marea.batch.htcondor import HTCondorBatch
 from marea.config import HTCondorSection
 from marea.model import Flavour
 from tests.conftest import wait_until
-from tests.htcondor.conftest import SCRIPT, SUBNET, CondorTestbed
+from tests.htcondor.conftest import ROOTFS_PODMAN, SUBNET, CondorTestbed, load_pod_image
 from tests.offload.conftest import (
     BUSYBOX,
-    ROOT,
     LogFollower,
     Server,
     all_terminated,
@@ -33,6 +31,7 @@ from tests.offload.conftest import (
     check_failing_pod_exit_code,
     check_server_restart_while_pod_runs,
     load_create,
+    podman_containers,
     simple_pod,
     states,
     wait_for,
@@ -62,8 +61,7 @@ condor_config = "{condor.client_conf}"
 @pytest.fixture(scope="module")
 def offload_worker(condor: CondorTestbed) -> Iterator[str]:
     """One 2-core worker whose jobs find the busybox image in the submit user's rootless podman storage."""
-    subprocess.run(["bash", str(ROOT / "testbeds" / "podman.sh"), "install"], check=True, capture_output=True)
-    subprocess.run(["bash", str(SCRIPT), "load-image", BUSYBOX], check=True, capture_output=True, timeout=300)
+    load_pod_image(BUSYBOX)
     condor.start_vm(WORKER, 41, cores=2, memory=1000)
     wait_until(f"{WORKER} in the pool", lambda: condor.slots(f'MareaWorker == "{WORKER}"'), 60)
     try:
@@ -88,17 +86,6 @@ def job_ad(condor: CondorTestbed, jid: str) -> dict[str, Any] | None:
 
     ads = condor.call(go)
     return dict(ads[0]) if ads else None
-
-
-def pod_containers(uid: str) -> list[dict[str, Any]]:
-    """The pod's containers in the submit user's podman storage on the workers (none must be left)."""
-    res = subprocess.run(
-        ["bash", str(SCRIPT), "podman", "ps", "-a", "--format", "json", "--filter", f"label=marea.offload.pod={uid}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return list(json.loads(res.stdout or "[]"))
 
 
 def test_pod_runs_as_an_htcondor_job(condor_server: Server, condor: CondorTestbed) -> None:
@@ -133,7 +120,7 @@ def test_pod_runs_as_an_htcondor_job(condor_server: Server, condor: CondorTestbe
     assert condor_server.delete(pod).status_code == 200
     assert not (condor_server.workdir / "state" / "pods" / uid).exists()
     assert job_ad(condor, jid) is None
-    assert pod_containers(uid) == []
+    assert podman_containers(uid, ROOTFS_PODMAN) == []
 
 
 def test_failing_pod_gives_its_exit_code(condor_server: Server) -> None:
@@ -178,7 +165,7 @@ def test_delete_of_a_running_pod_stops_its_containers(condor_server: Server, con
     assert condor_server.delete(pod).status_code == 200
     assert time.monotonic() - started < 60
     assert job_ad(condor, jid) is None
-    wait_until("the pod's container gone from the worker", lambda: pod_containers(uid) == [], 30)
+    wait_until("the pod's container gone from the worker", lambda: podman_containers(uid, ROOTFS_PODMAN) == [], 30)
 
 
 def test_create_cut_short_is_found_by_pod_uid_and_removed(tmp_path: Path, condor: CondorTestbed) -> None:

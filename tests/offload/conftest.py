@@ -250,9 +250,10 @@ def all_terminated(st: dict[str, Any]) -> bool:
     return all(s == "terminated" for s in states(st).values())
 
 
-def podman_containers(uid: str) -> list[dict[str, Any]]:
+def podman_containers(uid: str, podman: list[str] = PODMAN) -> list[dict[str, Any]]:
+    """The pod's containers (none must be left after a delete) in the storage `podman` sees."""
     res = subprocess.run(
-        [*PODMAN, "ps", "-a", "--format", "json", "--filter", f"label=marea.offload.pod={uid}"],
+        [*podman, "ps", "-a", "--format", "json", "--filter", f"label=marea.offload.pod={uid}"],
         capture_output=True,
         text=True,
         check=True,

@@ -51,6 +51,25 @@ def load_bindings() -> Any:
     return htcondor2
 
 
+def configured_bindings(cfg: HTCondorSection) -> Any:
+    """htcondor2 reading `cfg.condor_config` when one is set (else the environment's or HTCondor's default)."""
+    if cfg.condor_config:
+        os.environ["CONDOR_CONFIG"] = cfg.condor_config
+    htcondor = load_bindings()
+    if cfg.condor_config:
+        htcondor.reload_config()
+    return htcondor
+
+
+def schedd_ads(htcondor: Any, coll: Any, cfg: HTCondorSection) -> list[Any]:
+    """The ad of the schedd `cfg.schedd` names, or of every schedd the collector knows when it names none."""
+    constraint = f"Name == {classad_string(cfg.schedd)}" if cfg.schedd else None
+    ads = list(coll.query(htcondor.AdType.Schedd, constraint=constraint))
+    if cfg.schedd and not ads:
+        raise BatchError(f"htcondor: schedd {cfg.schedd!r} is not in the collector")
+    return ads
+
+
 class HTCondorBatch(BatchSystem):
     name = "htcondor"
 
@@ -59,11 +78,7 @@ class HTCondorBatch(BatchSystem):
 
         self.cfg = cfg
         self.clock = clock or time.time
-        if cfg.condor_config:
-            os.environ["CONDOR_CONFIG"] = cfg.condor_config
-        self.htcondor = load_bindings()
-        if cfg.condor_config:
-            self.htcondor.reload_config()
+        self.htcondor = configured_bindings(cfg)
         self.runner = NamespaceRunner(cfg.netns)
         self._matcher: Matcher | None = None
         self._matcher_key: tuple[Any, ...] = ()
@@ -83,11 +98,7 @@ class HTCondorBatch(BatchSystem):
             raise BatchError(f"htcondor: {what} failed: {str(exc).strip()[:300]}") from None
 
     def _schedd_ads(self, coll: Any) -> list[Any]:
-        constraint = f"Name == {classad_string(self.cfg.schedd)}" if self.cfg.schedd else None
-        ads = list(coll.query(self.htcondor.AdType.Schedd, constraint=constraint))
-        if self.cfg.schedd and not ads:
-            raise BatchError(f"htcondor: schedd {self.cfg.schedd!r} is not in the collector")
-        return ads
+        return schedd_ads(self.htcondor, coll, self.cfg)
 
     def _worker_slots(self, coll: Any, worker: str) -> list[Any]:
         """Full slot ads of one worker (full: Startd(ad) needs the address attributes)."""

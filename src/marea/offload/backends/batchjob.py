@@ -44,6 +44,11 @@ class BatchJobBackend(Backend):
     def pod_dir(self, rec: PodRecord) -> Path:
         return Path(rec.objects.get("dir") or self.pods_dir / rec.uid)
 
+    def split_final(self, recs: list[PodRecord]) -> tuple[dict[str, PodStatuses], list[PodRecord]]:
+        """The statuses of pods already final (no batch-system query for them) and the pods still to refresh."""
+        out = {r.uid: self.final[r.uid] for r in recs if r.uid in self.final}
+        return out, [r for r in recs if r.uid not in out]
+
     def forget(self, rec: PodRecord) -> None:
         """The pod is deleted: drop what is kept about it."""
         self.final.pop(rec.uid, None)

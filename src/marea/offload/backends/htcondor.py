@@ -23,14 +23,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from marea.batch.htcondor import classad_string, load_bindings
+from marea.batch.htcondor import classad_string, configured_bindings, schedd_ads
 from marea.batch.htcondor_netns import NamespaceRunner
 from marea.config import MareaConfig
 from marea.offload import runner as runner_module
@@ -80,18 +79,12 @@ class HTCondorBackend(BatchJobBackend):
     def __init__(self, cfg: MareaConfig, pods_dir: Path) -> None:
         super().__init__(cfg, pods_dir, "python3")  # the worker's, not this server's interpreter
         self.condor = cfg.batch.htcondor
-        if self.condor.condor_config:
-            os.environ["CONDOR_CONFIG"] = self.condor.condor_config
         try:
-            self.htcondor = load_bindings()
+            self.htcondor = configured_bindings(self.condor)
         except Exception as exc:
             raise BackendError(str(exc)) from None
-        if self.condor.condor_config:
-            self.htcondor.reload_config()
         self.runner = NamespaceRunner(self.condor.netns)
         self._schedd_ad: Any = None
-        #: pods whose job output (status/ and logs/) has been brought back
-        self.retrieved: set[str] = set()
 
     # -- bindings helpers --------------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
@@ -113,9 +106,7 @@ class HTCondorBackend(BatchJobBackend):
         """The schedd, located through the collector once (again after any failed call)."""
         h = self.htcondor
         if self._schedd_ad is None:
-            coll = h.Collector(self.condor.collector or None)
-            constraint = f"Name == {classad_string(self.condor.schedd)}" if self.condor.schedd else None
-            ads = list(coll.query(h.AdType.Schedd, constraint=constraint))
+            ads = schedd_ads(h, h.Collector(self.condor.collector or None), self.condor)
             if not ads:
                 raise BackendError(f"htcondor: schedd {self.condor.schedd or '(any)'} is not in the collector")
             self._schedd_ad = ads[0]
@@ -184,16 +175,12 @@ class HTCondorBackend(BatchJobBackend):
                 time.sleep(0.5)
         remove_dir(self.pod_dir(rec))
         self.forget(rec)
-        self.retrieved.discard(rec.uid)
 
     def job_in_queue(self, jid: str) -> bool:
         try:
-            ads = self._call(
-                "queue query", lambda s: s.query(constraint=self.job_constraint(jid), projection=["JobStatus"])
-            )
+            return bool(self._query(self.job_constraint(jid)))
         except BackendError:
             return False
-        return bool(ads)
 
     @staticmethod
     def job_constraint(jid: str) -> str:
@@ -227,15 +214,13 @@ class HTCondorBackend(BatchJobBackend):
         return out
 
     def retrieve(self, rec: PodRecord) -> bool:
-        """Bring the completed job's `status/` and `logs/` from the spool into the pod directory, once."""
-        if rec.uid in self.retrieved:
-            return True
+        """Bring the completed job's `status/` and `logs/` from the spool into the pod directory (once: a pod
+        whose output is back is final and never refreshed again)."""
         try:
             self._call(f"output retrieval of job {rec.jid}", lambda s: s.retrieve(self.job_constraint(rec.jid)))
         except BackendError as exc:
             log.warning("%s", exc)
             return False
-        self.retrieved.add(rec.uid)
         return True
 
     def completed(self, rec: PodRecord, job: dict[str, Any]) -> PodStatuses:
@@ -257,8 +242,8 @@ class HTCondorBackend(BatchJobBackend):
         return lose_unfinished(st, "JobFailed", message)
 
     def refresh(self, recs: list[PodRecord]) -> dict[str, PodStatuses]:
-        out = {r.uid: self.final[r.uid] for r in recs if r.uid in self.final}
-        todo = [r for r in recs if r.uid not in self.final and r.jid]
+        out, todo = self.split_final(recs)
+        todo = [r for r in todo if r.jid]
         if not todo:
             return out
         jobs = self.jobs()

@@ -138,11 +138,7 @@ class SlurmBackend(PodmanMixin, BatchJobBackend):
         return {str(j.get("job_id")): j for j in doc.get("jobs", [])}
 
     def refresh(self, recs: list[PodRecord]) -> dict[str, PodStatuses]:
-        out: dict[str, PodStatuses] = {}
-        todo = [r for r in recs if r.uid not in self.final]
-        for rec in recs:
-            if rec.uid in self.final:
-                out[rec.uid] = self.final[rec.uid]
+        out, todo = self.split_final(recs)
         if not todo:
             return out
         jobs = self.jobs()

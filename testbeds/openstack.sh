@@ -2,8 +2,17 @@
 # marea's OpenStack testbed: a real, throw-away control plane on 127.0.0.1 for the openstack driver's tests.
 #   Keystone, Placement, Glance, Neutron (API server only: ML2 with a test mechanism driver that binds every
 #   port, L3 service plugin for routers and floating IPs, no agents), Nova API / conductor / scheduler /
-#   compute with nova.virt.fake.FakeDriver. RabbitMQ and MariaDB from Debian; OpenStack 2026.2 from PyPI,
-#   pinned by testbeds/openstack/constraints.txt. No guest ever runs: user-data is stored, never executed.
+#   compute with the testbed's own virt driver (testbeds/openstack/guestvirt): servers of a root-filesystem
+#   image (testbeds/guests.sh, Glance images debian-13-batch and debian-13-base) boot as real systemd-nspawn
+#   guests that run cloud-init; servers of the placeholder image debian-12 stay FakeDriver servers.
+#   RabbitMQ and MariaDB from Debian; OpenStack 2026.2 from PyPI, pinned by testbeds/openstack/constraints.txt.
+#
+#   Network: the bridge $BRIDGE holds $API_IP (the demo private subnet's gateway): every endpoint listens there
+#   and on 127.0.0.1, and the catalog names $API_IP, so the host and the guests reach the same URLs. Guests
+#   reach the host and each other, nothing else (no forwarding, FORWARD dropped for the bridge). A small agent
+#   (openstack/l3agent.py) stands in for Neutron's L3 agent: each floating IP bound to a port is DNATed to the
+#   port's fixed IP, so the host reaches a master at its floating IP. The guests' wheelhouse (marea's wheel and
+#   its dependencies, testbeds/guests.sh wheelhouse) is served at http://$API_IP:$WHEEL_PORT/.
 #
 #   testbeds/openstack.sh install   apt packages + a venv OUTSIDE the repository (reused when present)
 #   testbeds/openstack.sh start     first start: schemas, catalog, image, flavours, networks, then a database
@@ -12,7 +21,8 @@
 #   testbeds/openstack.sh stop      stop every process this script started (by pid file)
 #   testbeds/openstack.sh status | env | reset
 #
-# Env: MAREA_OS_VENV (/opt/marea-openstack-venv), MAREA_OS_STATE (/tmp/marea-openstack), MAREA_OS_COMPUTES (3).
+# Env: MAREA_OS_VENV (/opt/marea-openstack-venv), MAREA_OS_STATE (/tmp/marea-openstack), MAREA_OS_COMPUTES (3),
+#      MAREA_GUEST_BRIDGE (brmarea), MAREA_OS_API_IP (10.10.0.1), MAREA_GUEST_BASE (/var/lib/marea-guests).
 # Test-only credentials: clouds "admin" and "demo" in $STATE/clouds.yaml, password "secret".
 set -euo pipefail
 
@@ -23,6 +33,12 @@ STATE="${MAREA_OS_STATE:-/tmp/marea-openstack}"
 # per instance) at each claim, under one host-wide lock, so a burst of N servers on one host costs ~N^2/2 placement
 # calls in series; spread over three hosts it is a third per host and the hosts claim in parallel.
 COMPUTES="${MAREA_OS_COMPUTES:-3}"
+BRIDGE="${MAREA_GUEST_BRIDGE:-brmarea}"
+API_IP="${MAREA_OS_API_IP:-10.10.0.1}"
+FIP_CIDR=203.0.113.0/24
+WHEEL_PORT=8780
+GUEST_BASE="${MAREA_GUEST_BASE:-/var/lib/marea-guests}"
+export MAREA_GUEST_BRIDGE="$BRIDGE" MAREA_OS_API_IP="$API_IP"
 PACKAGES=(keystone==30.0.0 nova==34.0.0 openstack-placement==16.0.0 glance==33.0.0 neutron==29.0.0
           openstacksdk gunicorn PyMySQL)
 export PYTHONWARNINGS=ignore
@@ -71,12 +87,42 @@ cmd_install() {
   log "installed into $VENV"
 }
 
-render() { sed -e "s#@STATE@#$STATE#g" "$1" > "$2"; }
+render() { sed -e "s#@STATE@#$STATE#g" -e "s#@API_IP@#$API_IP#g" "$1" > "$2"; }
+
+network_up() {  # the guests' bridge, the host's address on it, and no way out of this machine for guests
+  ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
+  ip addr show dev "$BRIDGE" | grep -q " $API_IP/" || ip addr add "$API_IP/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  # floating IPs: routed to the bridge, where the L3 agent's DNAT turns them into the ports' fixed IPs
+  ip route replace "$FIP_CIDR" dev "$BRIDGE"
+  local d
+  for d in -i -o; do
+    iptables -C FORWARD "$d" "$BRIDGE" -j DROP 2>/dev/null || iptables -I FORWARD "$d" "$BRIDGE" -j DROP
+  done
+}
+
+guests_down() {  # every guest the virt driver started: kill its PID namespace, unmount its root, drop its netns
+  local d pid child
+  for d in "$STATE"/data/nova/instances/*/; do
+    [ -f "$d/pid" ] || continue
+    pid=$(cat "$d/pid")
+    grep -qa systemd-nspawn "/proc/$pid/cmdline" 2>/dev/null || continue
+    for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do kill -9 "$child" 2>/dev/null || true; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  for d in "$STATE"/data/nova/instances/*/root; do
+    [ -d "$d" ] && mountpoint -q "$d" && umount -l "$d"
+  done
+  ip -o netns list 2>/dev/null | awk '$1 ~ /^mg-/ {print $1}' | xargs -r -n1 ip netns del 2>/dev/null || true
+  ip -o link show master "$BRIDGE" 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | xargs -r -n1 ip link del \
+    2>/dev/null || true
+  rm -rf "$STATE"/data/nova/instances/*-*-*-*-*
+}
 
 gunicorn_start() { # name port module workers env...
   local name=$1 port=$2 module=$3 workers=$4; shift 4
   env OS_WSGI_MODULE="$module" "$@" setsid "$VENV/bin/gunicorn" --chdir "$STATE/etc" --no-control-socket \
-    --bind "127.0.0.1:$port" --workers "$workers" --threads 8 --worker-class gthread --timeout 300 \
+    --bind "127.0.0.1:$port" --bind "$API_IP:$port" --workers "$workers" --threads 8 --worker-class gthread --timeout 300 \
     --pid "$STATE/run/$name.pid" --name "$name" wsgi_shim:application \
     > "$STATE/logs/$name-gunicorn.log" 2>&1 < /dev/null &
 }
@@ -90,6 +136,7 @@ daemon_start() { # name command...
 print_env() {
   echo "export OS_CLIENT_CONFIG_FILE=$STATE/clouds.yaml"
   echo "export OS_CLOUD=demo"
+  echo "export MAREA_WHEELHOUSE_URL=http://$API_IP:$WHEEL_PORT/"
 }
 
 cmd_start() {
@@ -98,6 +145,11 @@ cmd_start() {
   [ -f "$STATE/run/keystone.pid" ] && kill -0 "$(cat "$STATE/run/keystone.pid")" 2>/dev/null \
     && die "already running (state $STATE); run '$0 stop' first"
   local first=0; [ -f "$STATE/golden.sql" ] || first=1
+  network_up
+  guests_down
+  # Nova loads a driver only from its own namespace: a one-line module there imports this checkout's driver
+  printf 'import sys\nsys.path.insert(0, %s)\nfrom marea_guestvirt.driver import GuestDriver  # noqa\n' \
+    "'$HERE/guestvirt'" > "$("$VENV/bin/python" -c 'import nova.virt, os; print(os.path.dirname(nova.virt.__file__))')/marea_guests.py"
   mkdir -p "$STATE"/etc/{keystone,nova,placement,glance,neutron/plugins/ml2} "$STATE"/{logs,run,mysql,rabbitmq} \
            "$STATE"/data/{nova/instances,nova/lock,neutron/lock,images,glance-staging,glance-tasks,glance-cache}
   render "$HERE/conf/keystone.conf" "$STATE/etc/keystone/keystone.conf"
@@ -150,8 +202,8 @@ SQL
       keystone-manage $KC fernet_setup --keystone-user root --keystone-group root
       keystone-manage $KC credential_setup --keystone-user root --keystone-group root
       keystone-manage $KC bootstrap --bootstrap-password secret --bootstrap-region-id RegionOne \
-        --bootstrap-admin-url http://127.0.0.1:5000/v3/ --bootstrap-internal-url http://127.0.0.1:5000/v3/ \
-        --bootstrap-public-url http://127.0.0.1:5000/v3/ ) > "$STATE/logs/init-keystone.log" 2>&1 & p1=$!
+        --bootstrap-admin-url "http://$API_IP:5000/v3/" --bootstrap-internal-url "http://$API_IP:5000/v3/" \
+        --bootstrap-public-url "http://$API_IP:5000/v3/" ) > "$STATE/logs/init-keystone.log" 2>&1 & p1=$!
     ( placement-manage --config-file "$STATE/etc/placement/placement.conf" db sync
       glance-manage --config-file "$STATE/etc/glance/glance-api.conf" db_sync ) \
       > "$STATE/logs/init-placement-glance.log" 2>&1 & p2=$!
@@ -189,6 +241,8 @@ SQL
   log "placement, glance, neutron, nova-api up"
   if [ $first = 1 ]; then
     python "$HERE/bootstrap.py" content "$STATE"
+    # the guest images go into the snapshot too, so later starts do not upload them again
+    [ -f "$GUEST_BASE/batch.tar" ] && python "$HERE/bootstrap.py" guest-images "$GUEST_BASE"
     mariadb-dump --defaults-file="$STATE/etc/my.cnf" -uroot --single-transaction --add-drop-database \
       --databases keystone placement glance neutron nova_api nova_cell0 nova > "$STATE/golden.sql.tmp"
     mv "$STATE/golden.sql.tmp" "$STATE/golden.sql"
@@ -201,6 +255,15 @@ SQL
   done
   python "$HERE/bootstrap.py" computes "$COMPUTES"
   nova-manage $NC cell_v2 discover_hosts > "$STATE/logs/discover-hosts.log" 2>&1
+  if [ -f "$GUEST_BASE/batch.tar" ]; then
+    python "$HERE/bootstrap.py" guest-images "$GUEST_BASE"   # a no-op when the snapshot holds these images
+    log "guest images in Glance"
+  else
+    log "no guest images ($GUEST_BASE): run 'testbeds/guests.sh install' for servers that boot"
+  fi
+  daemon_start l3agent python "$HERE/l3agent.py"
+  mkdir -p "$STATE/wheelhouse"
+  daemon_start wheelhouse python -m http.server --bind "$API_IP" --directory "$STATE/wheelhouse" "$WHEEL_PORT"
   log "OpenStack ready"
   print_env
 }
@@ -221,6 +284,8 @@ cmd_stop() {
   # nothing here is worth a slow graceful shutdown: every start begins from fresh databases and queues
   for pid in "${pids[@]}"; do kill -9 -- "-$pid" 2>/dev/null || true; kill -9 "$pid" 2>/dev/null || true; done
   rm -f "$STATE"/run/*.pid
+  guests_down
+  iptables -t nat -F MAREA-FIP 2>/dev/null || true
   log "stopped"
 }
 

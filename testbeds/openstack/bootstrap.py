@@ -5,10 +5,15 @@ Steps (each idempotent, so a half-failed first start can be retried):
   content STATE   image, flavours (one with a GPU in its extra specs), an external network with a floating-IP
                   pool, the demo project's private network, subnet and router (as on a real tenant project)
   computes N      wait until N nova-compute services report up
+  guest-images D  upload D/batch.tar and D/base.tar (testbeds/guests.sh) as the public images debian-13-batch
+                  and debian-13-base (container_format docker: a root filesystem the guest driver boots);
+                  an image already there with the same checksum is kept
 
 Passwords here are test-only ("secret") and never leave loopback.
 """
 
+import hashlib
+import os
 import sys
 import time
 import warnings
@@ -17,13 +22,16 @@ warnings.filterwarnings("ignore")
 import openstack  # noqa: E402
 
 PASSWORD = "secret"
-AUTH_URL = "http://127.0.0.1:5000/v3"
+#: the address on the guests' bridge: the host and the guests reach every endpoint there
+API_IP = os.environ.get("MAREA_OS_API_IP", "10.10.0.1")
+AUTH_URL = f"http://{API_IP}:5000/v3"
 SERVICES = {  # user name: (service type, endpoint)
-    "nova": ("compute", "http://127.0.0.1:8774/v2.1"),
-    "placement": ("placement", "http://127.0.0.1:8778"),
-    "glance": ("image", "http://127.0.0.1:9292"),
-    "neutron": ("network", "http://127.0.0.1:9696"),
+    "nova": ("compute", f"http://{API_IP}:8774/v2.1"),
+    "placement": ("placement", f"http://{API_IP}:8778"),
+    "glance": ("image", f"http://{API_IP}:9292"),
+    "neutron": ("network", f"http://{API_IP}:9696"),
 }
+GUEST_IMAGES = {"debian-13-batch": "batch.tar", "debian-13-base": "base.tar"}
 FLAVOURS = (  # name, RAM MiB, vCPUs, disk GB, extra specs
     ("m1.tiny", 512, 1, 1, {}),
     ("m1.small", 2048, 1, 20, {}),
@@ -117,11 +125,42 @@ def content() -> None:
     private = demo.find_network("private")
     if private is None:
         private = demo.create_network(name="private")
+        # no DHCP agent runs here: with DHCP off, Nova's config drive carries each port's static address,
+        # gateway and routes (network_data.json), which cloud-init applies, as on clouds that inject networks
         subnet = demo.create_subnet(
-            network_id=private.id, name="private-subnet", ip_version=4, cidr="10.10.0.0/24"
+            network_id=private.id,
+            name="private-subnet",
+            ip_version=4,
+            cidr="10.10.0.0/24",
+            gateway_ip=API_IP,
+            is_dhcp_enabled=False,
         )
         router = demo.create_router(name="demo-router", external_gateway_info={"network_id": public.id})
         demo.add_interface_to_router(router, subnet_id=subnet.id)
+
+
+def guest_images(directory: str) -> None:
+    admin = connect()
+    for name, file in GUEST_IMAGES.items():
+        path = os.path.join(directory, file)
+        digest = hashlib.md5()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+        existing = admin.image.find_image(name)
+        if existing is not None and existing.checksum == digest.hexdigest():
+            continue
+        if existing is not None:
+            admin.image.delete_image(existing)
+        with open(path, "rb") as f:
+            admin.image.create_image(
+                name=name,
+                data=f,
+                disk_format="raw",
+                container_format="docker",
+                visibility="public",
+                wait=True,
+            )
 
 
 def computes(want: int) -> None:
@@ -142,6 +181,8 @@ if __name__ == "__main__":
         catalog(sys.argv[2])
     elif step == "content":
         content()
+    elif step == "guest-images":
+        guest_images(sys.argv[2])
     elif step == "computes":
         computes(int(sys.argv[2]))
     else:

@@ -51,6 +51,9 @@ finish_image() {  # ROOT NAME: seal a root filesystem as an image tar
   rm -f "$root/etc/apt/sources.list"; : > "$root/etc/apt/sources.list"
   rm -f "$root/etc/apt/sources.list.d/"*
   : > "$root/etc/machine-id"; echo localhost > "$root/etc/hostname"
+  # debootstrap copied the host's resolver, which guests cannot reach: every lookup would wait for its timeout
+  # (slurmctld looks up each client's address and its clients time out). No nameserver: lookups fail at once.
+  printf '# the testbed has no DNS for guests\n' > "$root/etc/resolv.conf"
   rm -f "$root"/etc/ssh/ssh_host_*   # each guest makes its own host keys at first boot
   # the testbed's Nova driver hands the config drive over as cloud-init's seed directory; minbase has no locales
   cat > "$root/etc/cloud/cloud.cfg.d/90_marea_testbed.cfg" <<'EOF'
@@ -89,6 +92,7 @@ cmd_install() {
   finish_image "$R" base
   printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"; chmod +x "$R/usr/sbin/policy-rc.d"
   printf 'deb %s trixie main\n' "$mirror" > "$R/etc/apt/sources.list"
+  cp /etc/resolv.conf "$R/etc/resolv.conf"   # apt needs the host's resolver; finish_image takes it away again
   apt_in "$R" "${BATCH_PACKAGES[*]}" >"$BASE/apt-batch.log" 2>&1 || { tail -20 "$BASE/apt-batch.log" >&2; exit 1; }
   # installed, not configured: a daemon that starts at boot before cloud-init wrote its configuration hangs the
   # boot (slurmd without slurm.conf blocks multi-user.target, and cloud-final waits for it); user-data starts them
@@ -99,12 +103,28 @@ cmd_install() {
   log "installed in $((SECONDS - t0)) s"
 }
 
+cmd_wheelhouse() {  # DIR [PYTHON]: marea's wheel from this checkout + its dependencies for the guests' Python
+  local dir=${1:?usage: $0 wheelhouse DIR} py=${2:-python3} repo tag
+  repo=$(cd "$HERE/.." && pwd)
+  mkdir -p "$dir"
+  rm -f "$dir"/marea-*.whl
+  "$py" -m pip wheel -q --no-deps -w "$dir" "$repo" >/dev/null
+  # the guests run Debian 13's CPython 3.13 (glibc 2.41): binary wheels for it, never an sdist to build there
+  tag=(--only-binary=:all: --implementation cp --python-version 3.13 --abi cp313 --abi abi3 --abi none
+       --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64
+       --platform manylinux_2_34_x86_64 --platform any)
+  "$py" -m pip download -q "${tag[@]}" -d "$dir" --find-links "$dir" "marea[openstack,htcondor]" >/dev/null
+  "$py" -m pip download -q "${tag[@]}" -d "$dir" pip setuptools wheel >/dev/null
+  log "wheelhouse $dir: $(ls "$dir" | wc -l) files, $(du -sh "$dir" | cut -f1)"
+}
+
 cmd_status() {
   ls -la "$BASE"/*.tar 2>/dev/null || { echo "no images: run '$0 install'"; return 1; }
 }
 
 case "${1:-}" in
   install) cmd_install ;;
+  wheelhouse) shift; cmd_wheelhouse "$@" ;;
   status) cmd_status ;;
   *) sed -n '2,16p' "$0"; exit 2 ;;
 esac

@@ -35,7 +35,8 @@ STATE="${MAREA_OS_STATE:-/tmp/marea-openstack}"
 COMPUTES="${MAREA_OS_COMPUTES:-3}"
 BRIDGE="${MAREA_GUEST_BRIDGE:-brmarea}"
 API_IP="${MAREA_OS_API_IP:-10.10.0.1}"
-FIP_CIDR=203.0.113.0/24
+# DevStack's floating range; never a TEST-NET range: this sandbox resolves its package registries into one
+FIP_CIDR=172.24.4.0/24
 WHEEL_PORT=8780
 GUEST_BASE="${MAREA_GUEST_BASE:-/var/lib/marea-guests}"
 export MAREA_GUEST_BRIDGE="$BRIDGE" MAREA_OS_API_IP="$API_IP"
@@ -95,9 +96,12 @@ network_up() {  # the guests' bridge, the host's address on it, and no way out o
   ip link set "$BRIDGE" up
   # floating IPs: routed to the bridge, where the L3 agent's DNAT turns them into the ports' fixed IPs
   ip route replace "$FIP_CIDR" dev "$BRIDGE"
-  local d
-  for d in -i -o; do
-    iptables -C FORWARD "$d" "$BRIDGE" -j DROP 2>/dev/null || iptables -I FORWARD "$d" "$BRIDGE" -j DROP
+  # nothing routed in or out of the bridge. Only routed traffic: with br_netfilter loaded (it is here), frames
+  # between two guests on the bridge also pass FORWARD, with the bridge as both interfaces, and must pass.
+  local rule
+  for rule in "-i $BRIDGE ! -o $BRIDGE" "! -i $BRIDGE -o $BRIDGE"; do
+    # shellcheck disable=SC2086
+    iptables -C FORWARD $rule -j DROP 2>/dev/null || iptables -I FORWARD $rule -j DROP
   done
 }
 

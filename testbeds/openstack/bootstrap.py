@@ -116,9 +116,9 @@ def content() -> None:
             network_id=public.id,
             name="public-subnet",
             ip_version=4,
-            cidr="203.0.113.0/24",
-            gateway_ip="203.0.113.1",
-            allocation_pools=[{"start": "203.0.113.10", "end": "203.0.113.250"}],
+            cidr="172.24.4.0/24",
+            gateway_ip="172.24.4.1",
+            allocation_pools=[{"start": "172.24.4.10", "end": "172.24.4.250"}],
             is_dhcp_enabled=False,
         )
     demo = connect("demo").network

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from marea.cluster.config import ClusterFile
 from marea.cluster.joins import JoinSecrets
@@ -36,6 +37,10 @@ WORKER_PORTS: dict[str, list[int]] = {
 
 def _doc(body: dict[str, Any]) -> str:
     # JSON is YAML: cloud-init reads it as a #cloud-config document, and marea needs no YAML library
+    if "runcmd" in body:
+        # cloud-init writes runcmd as one shell script and judges it by its last command: stop at the first
+        # failure, so a failed step shows as `cloud-init status: error` instead of a broken service later
+        body = {**body, "runcmd": ["set -e", *body["runcmd"]]}
     return "#cloud-config\n" + json.dumps(body, indent=2) + "\n"
 
 
@@ -144,27 +149,76 @@ def master_marea_toml(cf: ClusterFile, joins: JoinSecrets, master_ip: str) -> st
     return dumps(data)
 
 
+#: a node that never runs: it gives the partition the size of the largest flavour, so that Slurm (24.11 refuses
+#: jobs for a partition without nodes) accepts jobs while no worker exists, and refuses at submission a job no
+#: flavour can hold. Drained in slurm.conf, it never gets work; its pending jobs show ReqNodeNotAvail, which
+#: marea counts as demand. It carries no feature, so marea never takes it for a worker.
+TEMPLATE_NODE = "marea-template"
+
+
 def _slurm_conf(cf: ClusterFile, master_ip: str) -> str:
     s = cf.marea.batch.slurm
-    return "\n".join(
-        [
-            f"ClusterName={cf.marea.cluster.name}",
-            f"SlurmctldHost={cf.marea.cluster.name}-master({master_ip})",
-            "SlurmctldParameters=enable_configless",
-            "AuthType=auth/munge",
-            "SelectType=select/cons_tres",
-            "SelectTypeParameters=CR_Core_Memory",
-            f"MaxNodeCount={max(1, cf.marea.policy.max_workers)}",
-            "TreeWidth=65533",
-            "ReturnToService=2",
-            f"NodeSet=marea Feature={s.feature}",
-            f"PartitionName={s.partition} Nodes=marea Default=YES MaxTime=INFINITE State=UP",
-            "",
-        ]
+    flavours = cf.marea.flavours
+    cores = max((f.cores for f in flavours), default=1)
+    memory = max((f.memory_mb for f in flavours), default=1)
+    gpus = max((f.gpus for f in flavours), default=0)
+    template = (
+        f"NodeName={TEMPLATE_NODE} NodeAddr=127.0.0.2 CPUs={cores} RealMemory={memory}"
+        + (f" Gres=gpu:{gpus}" if gpus else "")
+        + " State=DRAIN Reason=marea_template_never_runs_jobs"
+    )
+    lines = [
+        f"ClusterName={cf.marea.cluster.name}",
+        f"SlurmctldHost={cf.marea.cluster.name}-master({master_ip})",
+        "SlurmctldParameters=enable_configless",
+        "AuthType=auth/munge",
+        "SelectType=select/cons_tres",
+        "SelectTypeParameters=CR_Core_Memory",
+        # the template node counts against MaxNodeCount
+        f"MaxNodeCount={max(1, cf.marea.policy.max_workers) + 1}",
+        "TreeWidth=65533",
+        "ReturnToService=2",
+        "SlurmUser=slurm",
+        "StateSaveLocation=/var/lib/slurm/slurmctld",
+        "SlurmdSpoolDir=/var/lib/slurm/slurmd",
+        *(["GresTypes=gpu"] if gpus else []),
+        *cf.master.slurm_conf,
+        template,
+        f"NodeSet=marea Feature={s.feature}",
+        f"PartitionName={s.partition} Nodes=marea,{TEMPLATE_NODE} Default=YES MaxTime=INFINITE State=UP",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _marea_service(system: str) -> str:
+    after = {"slurm": " slurmctld.service", "htcondor": " condor.service"}.get(system, "")
+    return (
+        "[Unit]\nDescription=marea elastic engine\n"
+        f"After=network-online.target{after}\nWants=network-online.target\n\n"
+        "[Service]\nExecStart=/opt/marea/bin/marea run -c /etc/marea/marea.toml\n"
+        "Environment=OS_CLIENT_CONFIG_FILE=/etc/marea/clouds.yaml\n"
+        "Restart=on-failure\nRestartSec=5\n\n[Install]\nWantedBy=multi-user.target\n"
     )
 
 
-def master_user_data(cf: ClusterFile, joins: JoinSecrets, master_ip: str, clouds_yaml: str | None = None) -> str:
+def _install_marea(cf: ClusterFile) -> list[list[str]]:
+    """marea into its own venv on the master, from PyPI or from `master.pip_find_links` (no index there)."""
+    source: list[str] = []
+    if cf.master.pip_find_links:
+        source = ["--no-index", "--find-links", cf.master.pip_find_links]
+        url = urlsplit(cf.master.pip_find_links)
+        if url.scheme == "http" and url.hostname:  # the admin named this plain-HTTP page: pip must accept it
+            source += ["--trusted-host", url.hostname]
+    return [
+        ["python3", "-m", "venv", "/opt/marea"],
+        ["/opt/marea/bin/pip", "install", "--quiet", *source, cf.master.package(cf.marea.batch.system)],
+        ["ln", "-sf", "/opt/marea/bin/marea", "/usr/local/bin/marea"],
+    ]
+
+
+def master_user_data(cf: ClusterFile, joins: JoinSecrets, master_ip: str, clouds_yaml: str) -> str:
+    """The master's #cloud-config. `clouds_yaml` holds the master's own application credential."""
     system = cf.marea.batch.system
     toml = master_marea_toml(cf, joins, master_ip)
     files: list[dict[str, Any]] = [
@@ -174,23 +228,14 @@ def master_user_data(cf: ClusterFile, joins: JoinSecrets, master_ip: str, clouds
             "content": base64.b64encode(toml.encode()).decode(),
             "permissions": "0600",
         },
-        _file(
-            "/etc/systemd/system/marea.service",
-            "[Unit]\nDescription=marea elastic engine\nAfter=network-online.target\n\n[Service]\n"
-            "ExecStart=/opt/marea/bin/marea run -c /etc/marea/marea.toml\nRestart=on-failure\n"
-            + ("Environment=OS_CLIENT_CONFIG_FILE=/etc/marea/clouds.yaml\n" if clouds_yaml else "")
-            + "\n[Install]\nWantedBy=multi-user.target\n",
-        ),
+        _file("/etc/systemd/system/marea.service", _marea_service(system)),
+        {
+            "path": "/etc/marea/clouds.yaml",
+            "encoding": "b64",
+            "content": base64.b64encode(clouds_yaml.encode()).decode(),
+            "permissions": "0600",
+        },
     ]
-    if clouds_yaml is not None:
-        files.append(
-            {
-                "path": "/etc/marea/clouds.yaml",
-                "encoding": "b64",
-                "content": base64.b64encode(clouds_yaml.encode()).decode(),
-                "permissions": "0600",
-            }
-        )
     runcmd: list[Any]
     if system == "slurm":
         packages = ["slurmctld", "slurm-client", "munge", "python3-venv"]
@@ -198,7 +243,11 @@ def master_user_data(cf: ClusterFile, joins: JoinSecrets, master_ip: str, clouds
             _secret_file("/etc/munge/munge.key", joins.munge_key_b64, "munge:munge"),
             _file("/etc/slurm/slurm.conf", _slurm_conf(cf, master_ip), defer=True),
         ]
-        runcmd = [["systemctl", "restart", "munge"], ["systemctl", "restart", "slurmctld"]]
+        runcmd = [
+            ["systemctl", "enable", "munge", "slurmctld"],
+            ["systemctl", "restart", "munge"],
+            ["systemctl", "restart", "slurmctld"],
+        ]
     elif system == "htcondor":
         packages = ["htcondor", "python3-venv"]
         files += [
@@ -211,6 +260,7 @@ def master_user_data(cf: ClusterFile, joins: JoinSecrets, master_ip: str, clouds
             _secret_file("/etc/condor/passwords.d/POOL", joins.condor_signing_key_b64, "root:root", "0600"),
         ]
         runcmd = [
+            ["systemctl", "enable", "condor"],
             ["systemctl", "restart", "condor"],
             [
                 "sh",
@@ -248,8 +298,7 @@ def master_user_data(cf: ClusterFile, joins: JoinSecrets, master_ip: str, clouds
         ]
     runcmd += [
         ["mkdir", "-p", "/var/lib/marea"],
-        ["python3", "-m", "venv", "/opt/marea"],
-        ["/opt/marea/bin/pip", "install", "--quiet", cf.master.marea_package],
+        *_install_marea(cf),
         ["systemctl", "daemon-reload"],
         ["systemctl", "enable", "--now", "marea.service"],
     ]

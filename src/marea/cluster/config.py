@@ -27,9 +27,31 @@ class MasterSection(_Strict):
     ssh_public_key: str = ""
     #: who may reach the master over SSH
     ssh_cidr: str = "0.0.0.0/0"
-    #: how marea itself gets onto the master (a pip requirement: a version, a wheel URL, a git URL)
-    marea_package: str = "marea[openstack]"
+    #: private key `marea cluster ssh` logs in with (empty: ssh's own defaults and agent)
+    ssh_key_file: str = ""
+    #: login user on the master (empty: the image's `os_admin_user` property, else one named after its
+    #: `os_distro`, as Debian, Ubuntu, Rocky... cloud images do, else root)
+    ssh_user: str = ""
+    #: how marea itself gets onto the master: a pip requirement (a version, a wheel URL, a git URL); empty:
+    #: marea with the extras the batch system needs (`marea[openstack]`, plus `htcondor` for HTCondor)
+    marea_package: str = ""
+    #: where pip finds marea and its dependencies when not on PyPI: a URL of a page of wheels (pip's
+    #: `--no-index --find-links`). Empty on a cloud whose guests reach PyPI (CloudVeneto); set on clouds whose
+    #: guests reach no package index (the project's testbed serves its wheelhouse there)
+    pip_find_links: str = ""
+    #: roles of the application credential the master's marea runs with (a subset of the creator's roles in
+    #: the project; the least one that may create and delete servers and ports)
+    credential_roles: list[str] = Field(default_factory=lambda: ["member"])
+    #: lines added to the slurm.conf written on the master (Slurm clusters), before the node and partition lines.
+    #: Machines whose kernel gives jobs no cgroups (the project's container testbed) need
+    #: ["ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none"]
+    slurm_conf: list[Annotated[str, Field(pattern=r"^[^\n]*$")]] = Field(default_factory=list)
     boot_timeout_s: Annotated[float, Field(gt=0)] = 600.0
+
+    def package(self, system: str) -> str:
+        if self.marea_package:
+            return self.marea_package
+        return "marea[openstack,htcondor]" if system == "htcondor" else "marea[openstack]"
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,12 @@ log = logging.getLogger("marea.cluster")
 
 TAG_ROLE = "marea-role"
 TAG_KEYPAIR = "marea-keypair"
+#: the clouds.yaml entry the master's engine uses (its application credential)
+MASTER_CLOUD = "marea"
+#: settings of [cloud.openstack] the master keeps; every way of authenticating is replaced by MASTER_CLOUD
+MASTER_CLOUD_KEYS = frozenset(
+    {"region_name", "image", "network", "security_groups", "key_name", "boot_timeout_s", "parallel_creates"}
+)
 
 #: a step's description, and how far the whole operation is (0..1)
 Progress = Callable[[str, float], None]
@@ -39,12 +45,23 @@ def _quiet(step: str, fraction: float) -> None:
     log.info("%s", step)
 
 
+def _image_id(server: Any) -> str | None:
+    """The id in a server's `image` ({"id": ...}; empty for a server booted from a volume)."""
+    try:
+        value = server.image["id"]
+    except (KeyError, TypeError, AttributeError):
+        return None
+    return str(value) if value else None
+
+
 @dataclass
 class ClusterStatus:
     name: str
     master: CloudVM | None = None
     floating_ip: str | None = None
     workers: list[CloudVM] = field(default_factory=list)
+    #: Glance id of the image the master booted from (`marea cluster ssh` reads its login user there)
+    master_image: str | None = None
 
 
 @dataclass
@@ -55,6 +72,7 @@ class DestroyReport:
     floating_ips_kept: list[str] = field(default_factory=list)
     floating_ips_released: list[str] = field(default_factory=list)
     keypair_deleted: bool = False
+    credential_deleted: bool = False
 
 
 class ClusterMaker:
@@ -145,27 +163,86 @@ class ClusterMaker:
         self._tag(fip)
         return fip
 
-    def _clouds_yaml(self) -> str | None:
-        """When the cluster file names a clouds.yaml cloud, the master needs that one entry to reach the API."""
-        s = self.cf.marea.cloud.openstack
-        if not s.cloud or s.auth_url:
-            return None
-        config = dict(self.conn.config.config)
-        entry = {k: config[k] for k in ("auth", "auth_type", "region_name", "interface") if config.get(k)}
-        entry["identity_api_version"] = "3"
-        return json.dumps({"clouds": {s.cloud: entry}}, indent=2) + "\n"
+    # -- the master's own credential ---------------------------------------------------------------------------
+    @property
+    def credential_name(self) -> str:
+        return f"marea-{self.name}"
+
+    def _application_credential(self) -> tuple[str, str]:
+        """A restricted application credential for the master's engine: (id, secret).
+
+        The master never gets the admin's password or token: Keystone makes a credential bound to this project,
+        with only `master.credential_roles`, that cannot create further credentials or trusts, and that
+        destroy revokes. The secret is shown once by Keystone and goes only into the master's 0600 clouds.yaml.
+        """
+        identity = self.conn.identity
+        user = self.conn.current_user_id
+        for old in self._call("list application credentials", identity.application_credentials, user=user):
+            if old.name == self.credential_name:
+                raise CloudError(
+                    f"application credential {self.credential_name} already exists: destroy the old cluster first"
+                )
+        cred = self._call(
+            "create application credential",
+            identity.create_application_credential,
+            user=user,
+            name=self.credential_name,
+            description=f"marea cluster {self.name}: the master's elastic engine",
+            roles=[{"name": r} for r in self.cf.master.credential_roles],
+            unrestricted=False,
+        )
+        self.driver.add_secrets([cred.secret])
+        return cred.id, cred.secret
+
+    def _delete_application_credential(self) -> bool:
+        identity = self.conn.identity
+        user = self.conn.current_user_id
+        found = False
+        for cred in self._call("list application credentials", identity.application_credentials, user=user):
+            if cred.name == self.credential_name:
+                self._call("delete application credential", identity.delete_application_credential, user, cred)
+                found = True
+        return found
+
+    def _clouds_yaml(self, credential: tuple[str, str]) -> str:
+        """The master's clouds.yaml: one cloud, `marea`, authenticated by the application credential."""
+        auth_url = self._call(
+            "find the identity endpoint",
+            self.conn.session.get_endpoint,
+            service_type="identity",
+            interface="public",
+        )
+        entry: dict[str, Any] = {
+            "auth_type": "v3applicationcredential",
+            "auth": {
+                "auth_url": auth_url,
+                "application_credential_id": credential[0],
+                "application_credential_secret": credential[1],
+            },
+            "identity_api_version": "3",
+        }
+        region = self.conn.config.get_region_name()
+        if region:
+            entry["region_name"] = region
+        return json.dumps({"clouds": {MASTER_CLOUD: entry}}, indent=2) + "\n"
 
     def _master_file(self, workers_sg: Any, key_name: str | None) -> ClusterFile:
-        """The cluster file as the master's engine runs it: workers get the workers' group and the keypair."""
+        """The cluster file as the master's engine runs it: the master's own cloud entry (never the admin's
+        credentials), the workers' security group and the keypair."""
         data = json.loads(json.dumps(self.cf.marea_data))
-        os_section = data.setdefault("cloud", {}).setdefault("openstack", {})
+        section = data.setdefault("cloud", {}).get("openstack", {})
+        os_section = {k: v for k, v in section.items() if k in MASTER_CLOUD_KEYS}
+        os_section["cloud"] = MASTER_CLOUD
         os_section["security_groups"] = [*os_section.get("security_groups", []), workers_sg.name]
         if key_name:
             os_section["key_name"] = key_name
+        data["cloud"]["openstack"] = os_section
         return replace(self.cf, marea_data=data)
 
-    def master_user_data(self, joins: JoinSecrets, master_ip: str, workers_sg: Any, key: str | None) -> str:
-        return master_user_data(self._master_file(workers_sg, key), joins, master_ip, self._clouds_yaml())
+    def master_user_data(
+        self, joins: JoinSecrets, master_ip: str, workers_sg: Any, key: str | None, credential: tuple[str, str]
+    ) -> str:
+        return master_user_data(self._master_file(workers_sg, key), joins, master_ip, self._clouds_yaml(credential))
 
     def create(self, progress: Progress = _quiet) -> ClusterStatus:
         """Create the cluster; when a step fails, remove what this call made (a floating IP stays allocated)."""
@@ -203,7 +280,9 @@ class ClusterMaker:
         master_ip = port.fixed_ips[0]["ip_address"]
         joins = make_join_secrets(cf.marea.batch.system, self.name)
         self.driver.add_secrets(joins.secrets())
-        user_data = self.master_user_data(joins, master_ip, workers_sg, key_name)
+        progress("application credential", 0.25)
+        credential = self._application_credential()
+        user_data = self.master_user_data(joins, master_ip, workers_sg, key_name, credential)
         progress("master server", 0.3)
         metadata = {TAG_CLUSTER: self.name, TAG_ROLE: "master"}
         if key_name and cf.master.ssh_public_key.strip():
@@ -251,6 +330,7 @@ class ClusterMaker:
                 continue
             if vm.tags.get(TAG_ROLE) == "master":
                 st.master = vm
+                st.master_image = _image_id(server)
             elif vm.tags.get(TAG_INSTANCE):
                 st.workers.append(vm)
         st.workers.sort(key=lambda v: v.name)
@@ -298,6 +378,8 @@ class ClusterMaker:
         for group in groups:
             self._delete_group(group)
             report.security_groups += 1
+        progress("application credential", 0.85)
+        report.credential_deleted = self._delete_application_credential()
         if keypair:
             progress("keypair", 0.9)
             self._call("delete keypair", self.conn.compute.delete_keypair, keypair, ignore_missing=True)

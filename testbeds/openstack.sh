@@ -299,6 +299,7 @@ cmd_status() {
     [ -f "$f" ] || { echo "not running"; return 1; }
     pid=$(cat "$f")
     if kill -0 "$pid" 2>/dev/null; then echo "$(basename "$f" .pid): running ($pid)"
+    elif [ "$(basename "$f")" = epmd.pid ]; then echo "epmd: not ours (another epmd serves the port)"
     else echo "$(basename "$f" .pid): DEAD"; rc=1; fi
   done
   return $rc

@@ -149,6 +149,8 @@ def guest_images(directory: str) -> None:
                 digest.update(chunk)
         existing = admin.image.find_image(name)
         if existing is not None and existing.checksum == digest.hexdigest():
+            if existing.os_admin_user != "debian":
+                admin.image.update_image(existing, os_distro="debian", os_admin_user="debian")
             continue
         if existing is not None:
             admin.image.delete_image(existing)
@@ -160,6 +162,9 @@ def guest_images(directory: str) -> None:
                 container_format="docker",
                 visibility="public",
                 wait=True,
+                # standard image properties: who logs in (marea cluster ssh reads them)
+                os_distro="debian",
+                os_admin_user="debian",
             )
 
 

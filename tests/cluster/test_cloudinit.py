@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import subprocess
 import tomllib
@@ -68,8 +69,8 @@ def test_rendered_worker_user_data_passes_cloud_init_schema(system: str, tmp_pat
     toml = tomllib.loads(master_marea_toml(cf, joins, "10.10.0.5"))
     variables = {f"MAREA_VAR_{k.upper()}": v for k, v in toml["worker"]["variables"].items()}
     variables |= {"MAREA_NAME": "phys-ab12", "MAREA_CORES": "2", "MAREA_MEMORY_MB": "4096"}
-    if system == "htcondor":
-        variables["MAREA_VAR_CONDOR_IDTOKEN"] = "eyJhbGciOiJIUzI1NiJ9.e30.sig"
+    if system == "htcondor":  # what the engine's htcondor driver adds (join_variables)
+        variables |= {"MAREA_CONDOR_HOST": "10.10.0.5", "MAREA_CONDOR_IDTOKEN": "eyJhbGciOiJIUzI1NiJ9.e30.sig"}
     text = render_user_data(toml["worker"]["user_data"], variables)
     assert "${" not in text, "a placeholder was left unfilled"
     assert schema_errors(tmp_path, text) == ""
@@ -86,10 +87,48 @@ def test_master_marea_toml_is_a_valid_marea_config_with_the_slurm_join_parameter
     assert cfg.cloud.openstack.image == "debian-12"
 
 
-def test_worker_variables_come_last_so_the_master_can_append_the_htcondor_token() -> None:
-    text = master_marea_toml(cluster_file("htcondor"), make_join_secrets("htcondor", "phys"), "10.10.0.5")
-    appended = text + '"condor_idtoken" = "tok"\n'
-    assert parse_config(tomllib.loads(appended)).worker.variables["condor_idtoken"] == "tok"
+def test_the_htcondor_master_points_its_engine_at_the_pool_and_the_token_it_makes() -> None:
+    """The master's engine reads the pool at the master and hands workers the token made there at first boot;
+    the workers' template takes both from the driver's join variables, and shares the pool's domain."""
+    cf = cluster_file("htcondor")
+    text = master_marea_toml(cf, make_join_secrets("htcondor", "phys"), "10.10.0.5")
+    cfg = parse_config(tomllib.loads(text))
+    assert cfg.batch.htcondor.collector == "10.10.0.5"
+    assert cfg.batch.htcondor.token_file == "/etc/marea/worker.token"
+    assert "${MAREA_CONDOR_IDTOKEN}" in cfg.worker.user_data and "${MAREA_CONDOR_HOST}" in cfg.worker.user_data
+    assert "UID_DOMAIN = ${MAREA_VAR_CONDOR_DOMAIN}" in cfg.worker.user_data
+    assert cfg.worker.variables["condor_domain"] == "phys.marea"
+    master = master_user_data(cf, make_join_secrets("htcondor", "phys"), "10.10.0.5", clouds_yaml="clouds: {}\n")
+    assert "UID_DOMAIN = phys.marea" in master and "condor_token_create -identity condor@phys.marea" in master
+
+
+def test_the_slurm_partition_has_a_drained_template_node_of_the_largest_flavour() -> None:
+    """Slurm 24.11 refuses jobs for a partition without nodes: a drained node of the largest flavour's size
+    makes it accept them (and refuse at once a job no flavour can hold); it has no feature, so it is no worker."""
+    data = {
+        "cluster": {"name": "phys"},
+        "flavours": [{"name": "a", "cores": 1, "memory_mb": 2048}, {"name": "b", "cores": 8, "memory_mb": 1000}],
+        "cloud": {"driver": "openstack", "openstack": {"cloud": "demo", "image": "img", "network": "net"}},
+        "master": {"flavour": "m", "floating_network": "public", "slurm_conf": ["ProctrackType=proctrack/linuxproc"]},
+    }
+    text = master_user_data(parse_cluster(data), make_join_secrets("slurm", "phys"), "10.10.0.5", "clouds: {}\n")
+    doc = json.loads(text.removeprefix("#cloud-config\n"))
+    conf = next(f["content"] for f in doc["write_files"] if f["path"] == "/etc/slurm/slurm.conf").splitlines()
+    template = next(line for line in conf if line.startswith("NodeName=marea-template"))
+    assert "CPUs=8 RealMemory=2048" in template and "State=DRAIN" in template and "Feature" not in template
+    assert "PartitionName=marea Nodes=marea,marea-template Default=YES MaxTime=INFINITE State=UP" in conf
+    assert conf.index("ProctrackType=proctrack/linuxproc") < conf.index(template)
+    assert doc["runcmd"][0] == "set -e", "a failed step must stop the script and show in cloud-init status"
+
+
+def test_a_slurm_conf_line_with_a_newline_is_refused() -> None:
+    data = {
+        "cluster": {"name": "phys"},
+        "cloud": {"driver": "openstack", "openstack": {"cloud": "demo", "image": "img", "network": "net"}},
+        "master": {"flavour": "m", "floating_network": "public", "slurm_conf": ["A=1\nNodeName=evil"]},
+    }
+    with pytest.raises(ConfigError, match="master.slurm_conf"):
+        parse_cluster(data)
 
 
 def test_kubernetes_ca_hash_is_the_sha256_of_the_ca_public_key() -> None:

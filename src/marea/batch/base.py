@@ -13,6 +13,10 @@ from dataclasses import dataclass, field
 
 from marea.model import DemandGroup, Flavour, Resources, Unsatisfiable
 
+#: the startd attribute an HTCondor worker advertises with the name marea gave its VM (the key the engine finds
+#: it by); here, not in the driver, because the cluster maker writes it into worker user-data without bindings
+HTCONDOR_WORKER_ATTR = "MareaWorker"
+
 
 class BatchError(Exception):
     """A batch-system call failed; the message is short and free of secrets."""

@@ -16,7 +16,7 @@ from typing import Any
 
 import classad2
 
-from marea.batch.base import Worker
+from marea.batch.base import HTCONDOR_WORKER_ATTR, Worker
 from marea.model import DemandGroup, Flavour, Resources, Unsatisfiable
 
 #: JobStatus values (HTCondor manual): 1 idle, 2 running, 3 removed, 4 completed, 5 held, 6 transferring
@@ -298,7 +298,7 @@ def demand_from_jobs(
 
 # -- workers -----------------------------------------------------------------------------------------------
 #: the attribute the worker user-data adds to its startd and master ads: the name marea gave the VM
-WORKER_ATTR = "MareaWorker"
+WORKER_ATTR = HTCONDOR_WORKER_ATTR
 
 
 def startd_key(slot: classad2.ClassAd) -> str | None:

@@ -16,11 +16,14 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
+from marea.batch.base import HTCONDOR_WORKER_ATTR as WORKER_ATTR
 from marea.cluster.config import ClusterFile
 from marea.cluster.joins import JoinSecrets
 from marea.cluster.tomlout import dumps
 
 SLURMCTLD_PORT = 6817
+#: on the master: the IDTOKEN HTCondor workers join with (made at first boot from the pool key; 0600 root)
+WORKER_TOKEN = "/etc/marea/worker.token"
 #: TCP ports the master must accept from workers, per system (SSH is opened to the admin's CIDR apart)
 MASTER_PORTS: dict[str, list[int]] = {
     "slurm": [SLURMCTLD_PORT],
@@ -84,18 +87,20 @@ def worker_template(system: str) -> str:
             "write_files": [
                 _file(
                     "/etc/condor/config.d/50-marea.conf",
-                    "CONDOR_HOST = ${MAREA_VAR_CONDOR_HOST}\nuse ROLE: Execute\nuse SECURITY: recommended_v9_0\n"
-                    'STARTD_ATTRS = $(STARTD_ATTRS) MareaInstance\nMareaInstance = "${MAREA_NAME}"\n'
-                    "NETWORK_HOSTNAME = ${MAREA_NAME}\n",
+                    "CONDOR_HOST = ${MAREA_CONDOR_HOST}\nuse ROLE: Execute\n"
+                    + _condor_security("${MAREA_VAR_CONDOR_DOMAIN}")
+                    # one partitionable slot of the flavour's size (the VM may see more of the host than it has)
+                    + "NUM_CPUS = ${MAREA_CORES}\nMEMORY = ${MAREA_MEMORY_MB}\nuse FEATURE: PartitionableSlot\n"
+                    + f'STARTD_ATTRS = $(STARTD_ATTRS) {WORKER_ATTR}\n{WORKER_ATTR} = "${{MAREA_NAME}}"\n',
                 ),
                 {
                     "path": "/etc/condor/tokens.d/marea-worker",
-                    "content": "${MAREA_VAR_CONDOR_IDTOKEN}\n",
+                    "content": "${MAREA_CONDOR_IDTOKEN}\n",
                     "permissions": "0600",
                     "defer": True,
                 },
             ],
-            "runcmd": [["systemctl", "restart", "condor"]],
+            "runcmd": [["systemctl", "enable", "condor"], ["systemctl", "restart", "condor"]],
         }
     else:
         body = {
@@ -117,7 +122,26 @@ def worker_template(system: str) -> str:
     return _doc(body)
 
 
-def worker_variables(system: str, joins: JoinSecrets, master_ip: str, feature: str = "marea") -> dict[str, str]:
+def condor_domain(cluster: str) -> str:
+    """UID_DOMAIN and TRUST_DOMAIN of the pool: the same on the master and every worker (by default each
+    machine's own host name, which would make users differ between them and tokens untrusted)."""
+    return f"{cluster}.marea"
+
+
+def _condor_security(domain: str) -> str:
+    """Security shared by the master and the workers: HTCondor's recommended settings, IDTOKENS signed with
+    the pool key, which lives in one path on every distribution (Debian's default is under /var/lib)."""
+    return (
+        "use SECURITY: recommended_v9_0\n"
+        f"UID_DOMAIN = {domain}\nTRUST_DOMAIN = {domain}\n"
+        "SEC_PASSWORD_DIRECTORY = /etc/condor/passwords.d\n"
+        "SEC_TOKEN_POOL_SIGNING_KEY_FILE = /etc/condor/passwords.d/POOL\n"
+    )
+
+
+def worker_variables(
+    system: str, joins: JoinSecrets, master_ip: str, feature: str = "marea", cluster: str = "marea"
+) -> dict[str, str]:
     """The `[worker.variables]` of the master's marea.toml (exposed to templates as MAREA_VAR_<NAME>)."""
     if system == "slurm":
         return {
@@ -126,7 +150,8 @@ def worker_variables(system: str, joins: JoinSecrets, master_ip: str, feature: s
             "munge_key": joins.munge_key_b64,
         }
     if system == "htcondor":
-        return {"condor_host": master_ip}  # condor_idtoken is appended on the master at first boot
+        # the collector and the worker token come from the engine's htcondor driver (batch.htcondor)
+        return {"condor_domain": condor_domain(cluster)}
     return {
         "k8s_endpoint": f"{master_ip}:6443",
         "k8s_token": joins.kubeadm_token,
@@ -143,7 +168,14 @@ def master_marea_toml(cf: ClusterFile, joins: JoinSecrets, master_ip: str) -> st
     data["cluster"] = cluster
     system = cf.marea.batch.system
     feature = cf.marea.batch.slurm.feature
-    variables = {**cf.marea.worker.variables, **worker_variables(system, joins, master_ip, feature)}
+    variables = {
+        **cf.marea.worker.variables,
+        **worker_variables(system, joins, master_ip, feature, cf.marea.cluster.name),
+    }
+    if system == "htcondor":  # the engine reads the pool at the master, and hands workers the token it made
+        batch = dict(data.get("batch", {}))
+        batch["htcondor"] = {**batch.get("htcondor", {}), "collector": master_ip, "token_file": WORKER_TOKEN}
+        data["batch"] = batch
     # [worker] last and [worker.variables] last in it: the master appends the HTCondor IDTOKEN at boot
     data["worker"] = {"user_data": worker_template(system), "variables": variables}
     return dumps(data)
@@ -250,11 +282,11 @@ def master_user_data(cf: ClusterFile, joins: JoinSecrets, master_ip: str, clouds
         ]
     elif system == "htcondor":
         packages = ["htcondor", "python3-venv"]
+        domain = condor_domain(cf.marea.cluster.name)
         files += [
             _file(
                 "/etc/condor/config.d/50-marea.conf",
-                f"CONDOR_HOST = {master_ip}\nuse ROLE: CentralManager\nuse ROLE: Submit\n"
-                "use SECURITY: recommended_v9_0\n",
+                f"CONDOR_HOST = {master_ip}\nuse ROLE: CentralManager\nuse ROLE: Submit\n" + _condor_security(domain),
                 defer=True,
             ),
             _secret_file("/etc/condor/passwords.d/POOL", joins.condor_signing_key_b64, "root:root", "0600"),
@@ -262,13 +294,12 @@ def master_user_data(cf: ClusterFile, joins: JoinSecrets, master_ip: str, clouds
         runcmd = [
             ["systemctl", "enable", "condor"],
             ["systemctl", "restart", "condor"],
+            # the workers' token, signed with the pool key: it lets a startd join, nothing more
             [
                 "sh",
                 "-c",
-                "condor_token_create -identity marea-worker@$(condor_config_val UID_DOMAIN) -key POOL "
-                "-authz ADVERTISE_STARTD -authz ADVERTISE_MASTER -authz READ > /etc/marea/worker.token && "
-                'printf \'"condor_idtoken" = "%s"\\n\' "$(tr -d \'\\n\' < /etc/marea/worker.token)" '
-                ">> /etc/marea/marea.toml",
+                f"umask 077 && condor_token_create -identity condor@{domain} -key POOL -authz ADVERTISE_STARTD "
+                f"-authz ADVERTISE_MASTER -authz READ > {WORKER_TOKEN}",
             ],
         ]
     else:

@@ -1,0 +1,188 @@
+"""The tenant's whole journey on real guests (issue 10): create, contextualise, scale up, run, scale down, destroy.
+
+Real components throughout: the testbed's OpenStack (Keystone, Nova, Neutron, Glance), servers that boot as
+systemd-nspawn guests running the image's own systemd and cloud-init, Slurm 24.11 and HTCondor 23.9 from
+Debian 13 inside them, marea installed on the master from a wheel of this checkout and running under systemd
+with an application credential. What the testbed stands in for: Neutron's L3 agent (DNAT for floating IPs) and a
+package index (the wheelhouse); guests share the host kernel, so Slurm jobs run without cgroups
+(journey.CONTAINER_SLURM_CONF).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from marea.clouds.base import TAG_CLUSTER
+
+from .conftest import OpenStackTestbed, purge
+from .journey import (
+    BASE_IMAGE,
+    BATCH_IMAGE,
+    Journey,
+    build_wheelhouse,
+    cluster_toml,
+    htcondor_done,
+    slurm_done,
+    submit_htcondor,
+    submit_slurm,
+)
+
+pytestmark = [pytest.mark.openstack, pytest.mark.timeout(1500)]
+
+JOBS = 6
+JOB_SECONDS = 15
+MAX_WORKERS = 3
+
+
+@pytest.fixture(scope="session")
+def booting_cloud(testbed: OpenStackTestbed) -> str:
+    conn = testbed.connect("demo")
+    try:
+        for image in (BATCH_IMAGE, BASE_IMAGE):
+            if conn.image.find_image(image) is None:
+                pytest.skip(f"guest image {image} not in Glance: run 'testbeds/guests.sh install', then restart")
+    finally:
+        conn.close()
+    return build_wheelhouse()
+
+
+@pytest.fixture
+def key_file(tmp_path: Path) -> Path:
+    key = tmp_path / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    return key
+
+
+@pytest.fixture
+def journey_demo(demo: Any, cluster_name: str) -> Iterator[Any]:
+    """The demo project with no floating IP of its own, so that "exactly one left" is checkable; cleaned after."""
+    ext = demo.network.find_network("public")
+    for ip in demo.network.ips(floating_network_id=ext.id):
+        if not ip.port_id:
+            demo.network.delete_ip(ip)
+    yield demo
+    purge(demo, cluster_name)
+
+
+def worker_servers(conn: Any, cluster: str) -> list[Any]:
+    return [
+        s
+        for s in conn.compute.servers()
+        if (s.metadata or {}).get(TAG_CLUSTER) == cluster
+        and (s.metadata or {}).get("marea-role") != "master"
+        and s.status != "DELETED"
+    ]
+
+
+def assert_nothing_left(conn: Any, cluster: str, destroyed: str) -> None:
+    tag = f"{TAG_CLUSTER}={cluster}"
+    left = [s.name for s in conn.compute.servers() if (s.metadata or {}).get(TAG_CLUSTER) == cluster]
+    assert all(s.status == "DELETED" for s in conn.compute.servers() if s.name in left), left
+    assert list(conn.network.ports(tags=tag)) == []
+    assert list(conn.network.security_groups(tags=tag)) == []
+    ext = conn.network.find_network("public")
+    fips = list(conn.network.ips(floating_network_id=ext.id))
+    assert len(fips) == 1 and fips[0].port_id is None, "exactly the master's floating IP, kept, on no port"
+    assert f"floating IPs kept in the project: {fips[0].floating_ip_address}" in destroyed
+    creds = [c.name for c in conn.identity.application_credentials(user=conn.current_user_id)]
+    assert f"marea-{cluster}" not in creds, "the master's application credential outlived the cluster"
+
+
+def run_journey(
+    journey: Journey, conn: Any, cluster: str, submit: Any, done: Any, restart_during_scale_up: bool
+) -> dict[str, Any]:
+    journey.create()
+    st = journey.status()
+    assert st["master"] is not None and st["master"]["floating_ip"], st
+    assert st["workers"] == []
+    journey.wait_master_ready()
+    # the master's marea runs with an application credential, never the admin's password
+    clouds = journey.ok_on_master("sudo cat /etc/marea/clouds.yaml")
+    assert "v3applicationcredential" in clouds and "password" not in clouds
+    assert journey.ok_on_master("sudo stat -c %a /etc/marea/clouds.yaml").strip() == "600"
+
+    submit(journey, JOBS, JOB_SECONDS)
+    journey.mark("jobs submitted")
+    seen: set[str] = set()
+
+    def some_workers() -> list[Any]:
+        workers = worker_servers(conn, cluster)
+        seen.update(s.id for s in workers)
+        return workers
+
+    journey.wait("first worker created", some_workers, timeout=120, step=1)
+    if restart_during_scale_up:
+        journey.ok_on_master("sudo systemctl restart marea")
+        journey.mark("marea restarted")
+
+    def all_done() -> bool:
+        some_workers()
+        return bool(done(journey, JOBS))
+
+    journey.wait("all jobs done", all_done, timeout=600, step=3)
+    joined = {w["id"] for w in journey.engine()["workers"]}
+    journey.wait("back at the minimum", lambda: not some_workers(), timeout=300, step=3)
+    engine = journey.engine()
+    assert engine["workers"] == []
+    assert any(d["kind"] == "boot" for d in engine["decisions"]), engine["decisions"]
+    assert 1 <= len(seen) <= MAX_WORKERS, f"{len(seen)} workers booted (max {MAX_WORKERS}): duplicates?"
+    final = journey.status()
+    assert final["master"] is not None and final["workers"] == [] and final["engine"] is not None
+    destroyed = journey.destroy()
+    journey.mark("destroyed")
+    assert_nothing_left(conn, cluster, destroyed)
+    return {"workers_booted": len(seen), "joined_seen": sorted(joined), "marks": journey.marks}
+
+
+def test_slurm_journey_with_a_restart_in_the_middle_of_the_scale_up(
+    booting_cloud: str, journey_demo: Any, cluster_name: str, key_file: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "cluster.toml"
+    config.write_text(cluster_toml(cluster_name, "slurm", key_file, max_workers=MAX_WORKERS))
+    journey = Journey(config)
+    result = run_journey(journey, journey_demo, cluster_name, submit_slurm, slurm_done, restart_during_scale_up=True)
+    assert result["workers_booted"] >= 1
+
+
+def test_htcondor_journey(
+    booting_cloud: str, journey_demo: Any, cluster_name: str, key_file: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "cluster.toml"
+    config.write_text(cluster_toml(cluster_name, "htcondor", key_file, max_workers=MAX_WORKERS))
+    journey = Journey(config)
+    result = run_journey(
+        journey, journey_demo, cluster_name, submit_htcondor, htcondor_done, restart_during_scale_up=False
+    )
+    assert result["workers_booted"] >= 1
+
+
+def test_a_worker_image_without_the_batch_software_never_joins_and_is_explained(
+    booting_cloud: str, journey_demo: Any, cluster_name: str, key_file: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "cluster.toml"
+    config.write_text(
+        cluster_toml(cluster_name, "slurm", key_file, max_workers=1, worker_image=BASE_IMAGE, join_timeout_s=45)
+    )
+    journey = Journey(config)
+    journey.create()
+    journey.wait_master_ready()
+    submit_slurm(journey, 1, 5)
+
+    def failed_boot() -> dict[str, Any] | None:
+        engine = journey.engine()
+        return engine if engine["boot_failures"]["total"] >= 1 else None
+
+    engine = journey.wait("a failed boot", failed_boot, timeout=300, step=5)
+    assert "join" in (engine["boot_failures"]["last_reason"] or ""), engine["boot_failures"]
+    explained = journey.ok_on_master("sudo marea status -c /etc/marea/marea.toml --explain")
+    assert "failed boots: " in explained and "join" in explained
+    assert "backoff" in explained.lower() or "back off" in explained.lower(), explained
+    # the job is still waiting: nothing ran on a worker that never joined
+    assert journey.ok_on_master("squeue -h -o %T").split() == ["PENDING"]
+    destroyed = journey.destroy()
+    assert_nothing_left(journey_demo, cluster_name, destroyed)

@@ -198,7 +198,10 @@ class GuestDriver(fake.FakeDriver):
         proc = subprocess.Popen(
             ["nsenter", f"--net=/run/netns/{guest.netns}", "systemd-nspawn", "-D", guest.root, "--boot",
              f"--machine={instance.name}", "--register=no", "--keep-unit", "--console=pipe",
-             "--capability=CAP_NET_ADMIN"],
+             "--capability=CAP_NET_ADMIN",
+             # nspawn would copy the host's resolver in (it thinks the guest shares the host's network): the
+             # guest keeps its image's, as a VM does
+             "--resolv-conf=off", "--timezone=off"],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
         )
         log.close()

@@ -20,6 +20,7 @@ testbeds:
 	bash testbeds/podman.sh install
 	bash testbeds/htcondor.sh install
 	bash testbeds/openstack.sh install
+	bash testbeds/guests.sh install
 
 demo: setup
 	bash testbeds/slurm.sh install

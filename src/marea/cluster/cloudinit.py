@@ -301,6 +301,16 @@ def master_user_data(cf: ClusterFile, joins: JoinSecrets, master_ip: str, clouds
                 f"umask 077 && condor_token_create -identity condor@{domain} -key POOL -authz ADVERTISE_STARTD "
                 f"-authz ADVERTISE_MASTER -authz READ > {WORKER_TOKEN}",
             ],
+            # the engine's own token: workers' startds accept a drain and a shutdown only from an authenticated
+            # administrator. In root's token directory, which the Python bindings read (they do not read the
+            # daemons' /etc/condor/tokens.d)
+            [
+                "sh",
+                "-c",
+                "umask 077 && mkdir -p /root/.condor/tokens.d && "
+                f"condor_token_create -identity condor@{domain} -key POOL -authz ADMINISTRATOR -authz READ "
+                "> /root/.condor/tokens.d/marea-engine",
+            ],
         ]
     else:
         packages = ["kubeadm", "kubelet", "kubectl", "containerd", "python3-venv"]

@@ -127,7 +127,7 @@ def test_a_slurm_conf_line_with_a_newline_is_refused() -> None:
         "cloud": {"driver": "openstack", "openstack": {"cloud": "demo", "image": "img", "network": "net"}},
         "master": {"flavour": "m", "floating_network": "public", "slurm_conf": ["A=1\nNodeName=evil"]},
     }
-    with pytest.raises(ConfigError, match="master.slurm_conf"):
+    with pytest.raises(ConfigError, match=r"master\.slurm_conf"):
         parse_cluster(data)
 
 

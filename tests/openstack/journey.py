@@ -169,6 +169,7 @@ class Journey:
     def destroy(self) -> str:
         r = self.cli("cluster", "destroy", "--yes", timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
+        self.mark("destroyed")
         return " ".join(r.stdout.split())
 
 

@@ -60,13 +60,25 @@ def key_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def journey_demo(demo: Any, cluster_name: str) -> Iterator[Any]:
-    """The demo project with no floating IP of its own, so that "exactly one left" is checkable; cleaned after."""
+    """The demo project with no floating IP of its own, so that "exactly one left" is checkable; cleaned after
+    (by `cluster destroy` when a test stopped half-way, so that its groups do not eat the project's quota)."""
     ext = demo.network.find_network("public")
     for ip in demo.network.ips(floating_network_id=ext.id):
         if not ip.port_id:
             demo.network.delete_ip(ip)
     yield demo
     purge(demo, cluster_name)
+
+
+@pytest.fixture
+def journeys() -> Iterator[list[Journey]]:
+    """Journeys a test started: a test that stopped half-way has its cluster destroyed, so that what it made
+    (security groups, ports, the credential) does not eat the project's quota for the next test."""
+    made: list[Journey] = []
+    yield made
+    for journey in made:
+        if "destroyed" not in journey.marks:
+            journey.cli("cluster", "destroy", "--yes", timeout=600)
 
 
 def worker_servers(conn: Any, cluster: str) -> list[Any]:
@@ -140,21 +152,33 @@ def run_journey(
 
 
 def test_slurm_journey_with_a_restart_in_the_middle_of_the_scale_up(
-    booting_cloud: str, journey_demo: Any, cluster_name: str, key_file: Path, tmp_path: Path
+    booting_cloud: str,
+    journey_demo: Any,
+    cluster_name: str,
+    key_file: Path,
+    tmp_path: Path,
+    journeys: list[Journey],
 ) -> None:
     config = tmp_path / "cluster.toml"
     config.write_text(cluster_toml(cluster_name, "slurm", key_file, max_workers=MAX_WORKERS))
     journey = Journey(config)
+    journeys.append(journey)
     result = run_journey(journey, journey_demo, cluster_name, submit_slurm, slurm_done, restart_during_scale_up=True)
     assert result["workers_booted"] >= 1
 
 
 def test_htcondor_journey(
-    booting_cloud: str, journey_demo: Any, cluster_name: str, key_file: Path, tmp_path: Path
+    booting_cloud: str,
+    journey_demo: Any,
+    cluster_name: str,
+    key_file: Path,
+    tmp_path: Path,
+    journeys: list[Journey],
 ) -> None:
     config = tmp_path / "cluster.toml"
     config.write_text(cluster_toml(cluster_name, "htcondor", key_file, max_workers=MAX_WORKERS))
     journey = Journey(config)
+    journeys.append(journey)
     result = run_journey(
         journey, journey_demo, cluster_name, submit_htcondor, htcondor_done, restart_during_scale_up=False
     )
@@ -162,13 +186,19 @@ def test_htcondor_journey(
 
 
 def test_a_worker_image_without_the_batch_software_never_joins_and_is_explained(
-    booting_cloud: str, journey_demo: Any, cluster_name: str, key_file: Path, tmp_path: Path
+    booting_cloud: str,
+    journey_demo: Any,
+    cluster_name: str,
+    key_file: Path,
+    tmp_path: Path,
+    journeys: list[Journey],
 ) -> None:
     config = tmp_path / "cluster.toml"
     config.write_text(
         cluster_toml(cluster_name, "slurm", key_file, max_workers=1, worker_image=BASE_IMAGE, join_timeout_s=45)
     )
     journey = Journey(config)
+    journeys.append(journey)
     journey.create()
     journey.wait_master_ready()
     submit_slurm(journey, 1, 5)

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +71,29 @@ def schedd_ads(htcondor: Any, coll: Any, cfg: HTCondorSection) -> list[Any]:
     if cfg.schedd and not ads:
         raise BatchError(f"htcondor: schedd {cfg.schedd!r} is not in the collector")
     return ads
+
+
+_MACHINE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
+
+
+def drain_with_tool(machine: str, reason: str) -> str | None:
+    """A graceful drain through `condor_drain`, when the bindings' own request was refused; None if not possible.
+
+    Why: on pools secured with IDTOKENS (the cluster maker's), a worker cannot check a token, since only the
+    central manager holds the pool's signing key. `condor_drain` authenticates to the worker with the
+    remote-administration session that the collector hands to an administrator; the Python bindings (25.x) do
+    not use it, so their drain is refused. The machine name is checked before it becomes an argument.
+    """
+    tool = shutil.which("condor_drain")
+    if tool is None or not _MACHINE_RE.match(machine):
+        return None
+    try:
+        done = subprocess.run(
+            [tool, "-graceful", "-reason", reason[:200], machine], capture_output=True, text=True, timeout=60
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return "condor_drain" if done.returncode == 0 else None
 
 
 class HTCondorBatch(BatchSystem):
@@ -162,7 +188,9 @@ class HTCondorBatch(BatchSystem):
                 # say why; the collector may not show the first one yet (it lags by up to UPDATE_INTERVAL).
                 if worker in self._drains_sent:
                     return "already draining (sent earlier)"
-                raise
+                request = drain_with_tool(str(slots[0].get("Machine") or ""), reason)
+                if request is None:
+                    raise
             self._drains_sent[worker] = str(request)
             return f"graceful drain sent (request {request})"
 

@@ -64,23 +64,38 @@ def workers(conn: Any, cluster: str) -> list[Any]:
     ]  # fmt: skip
 
 
-def master_engine_config(admin: Any, master_id: str) -> tuple[MareaConfig, dict[str, Any]]:
-    """The marea.toml the master's engine would run, taken from the master's real user-data."""
+def master_engine_config(
+    admin: Any, master_id: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[MareaConfig, dict[str, Any]]:
+    """The marea.toml the master's engine would run, taken from the master's real user-data, and its clouds.yaml
+    (the application credential the cluster maker made) as the client configuration of this test."""
     user_data = base64.b64decode(admin.compute.get_server(master_id).user_data).decode()
     doc = json.loads(user_data.removeprefix("#cloud-config\n"))
-    entry = next(f for f in doc["write_files"] if f["path"] == "/etc/marea/marea.toml")
-    data = tomllib.loads(base64.b64decode(entry["content"]).decode())
+
+    def content(path: str) -> str:
+        return base64.b64decode(next(f for f in doc["write_files"] if f["path"] == path)["content"]).decode()
+
+    data = tomllib.loads(content("/etc/marea/marea.toml"))
+    clouds = tmp_path / "master-clouds.yaml"
+    clouds.write_text(content("/etc/marea/clouds.yaml"))
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
     return parse_config(data), data
 
 
 def test_engine_scales_workers_up_from_demand_with_ownership_and_join_parameters(
-    testbed: OpenStackTestbed, admin: Any, demo: Any, cluster_name: str, tmp_path: Path
+    testbed: OpenStackTestbed,
+    admin: Any,
+    demo: Any,
+    cluster_name: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The engine as the master runs it: its marea.toml and its clouds.yaml (the application credential)."""
     maker = ClusterMaker(parse_cluster(cluster_data(cluster_name)))
     try:
         st = maker.create()
         assert st.master is not None
-        cfg, data = master_engine_config(admin, st.master.cloud_id)
+        cfg, data = master_engine_config(admin, st.master.cloud_id, tmp_path, monkeypatch)
         munge_key = data["worker"]["variables"]["munge_key"]
         engine = reconciler(cfg, FixedQueue(3), tmp_path)
         report = engine.cycle()

@@ -1,10 +1,12 @@
-"""Slurm JSON parsing, over outputs recorded from the real Slurm 22.05.8 testbed (tests/data/slurm)."""
+"""Slurm JSON parsing, over outputs recorded from real Slurm 22.05.8 (testbed) and 24.11 (guests) (tests/data/slurm)."""
 
 from __future__ import annotations
 
 import json
 
-from marea.batch.slurm import parse_demand, parse_workers
+import pytest
+
+from marea.batch.slurm import array_tasks, parse_demand, parse_workers
 from marea.model import Resources
 from tests.conftest import DATA
 
@@ -56,3 +58,32 @@ def test_newer_slurm_number_objects_are_accepted() -> None:
             "real_memory": 100, "alloc_memory": 0}  # fmt: skip
     w = parse_workers({"nodes": [node]}, "marea")["n1"]
     assert w.drained and not w.busy
+
+
+def test_slurm_24_11_nodes_from_scontrol_with_feature_lists() -> None:
+    """Recorded from Slurm 24.11 (Debian 13) on the booting testbed: `sinfo --json` groups nodes into "sinfo"
+    records (no per-node list), `scontrol show nodes --json` lists nodes with features as lists and states as
+    lists of flags. The drained template node has no feature: it is never a worker."""
+    assert "nodes" not in _load("24.11/sinfo.json")
+    workers = parse_workers(_load("24.11/scontrol-show-nodes.json"), "marea")
+    assert list(workers) == ["js4-7ffca8"]
+    w = workers["js4-7ffca8"]
+    assert w.total.cores == 1 and w.total.memory_mb == 2048
+    assert not w.busy and not w.draining and not w.lost
+
+
+def test_a_pending_job_array_is_demand_for_each_task_up_to_its_throttle() -> None:
+    """Recorded from Slurm 24.11: `sbatch --array=1-5%3` with task 1 running: the pending tasks 2-5 are one
+    record ("2-5%3"); at most 3 run at once, so they are demand for 3 workers, not 1."""
+    groups, queued = parse_demand(_load("24.11/squeue-array.json"), "marea")
+    assert sum(g.count for g in groups) == 3
+    assert queued == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "limit", "tasks"),
+    [("", 0, 1), ("1-6", 0, 6), ("2-5%3", 3, 3), ("1,3,7-9", 0, 5), ("1-9:2", 0, 5), ("0-99%10", 0, 10), ("x", 0, 1)],
+)
+def test_array_task_strings(text: str, limit: int, tasks: int) -> None:
+    job = {"array_task_string": text, "array_max_tasks": {"set": bool(limit), "infinite": False, "number": limit}}
+    assert array_tasks(job) == tasks

@@ -142,7 +142,9 @@ def run_journey(
     journey.wait("back at the minimum", lambda: not some_workers(), timeout=300, step=3)
     engine = journey.engine()
     assert engine["workers"] == []
-    assert any(d["kind"] == "boot" for d in engine["decisions"]), engine["decisions"]
+    kinds = [d["kind"] for d in engine["decisions"]]
+    assert "boot" in kinds and "joined" in kinds, engine["decisions"]  # marea saw its workers join
+    assert engine["boot_failures"]["total"] == 0, engine["boot_failures"]
     assert 1 <= len(seen) <= MAX_WORKERS, f"{len(seen)} workers booted (max {MAX_WORKERS}): duplicates?"
     final = journey.status()
     assert final["master"] is not None and final["workers"] == [] and final["engine"] is not None

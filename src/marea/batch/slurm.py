@@ -60,6 +60,27 @@ def job_node_request(job: dict[str, Any]) -> tuple[Resources, int]:
     return Resources(float(per_node_cpus), float(mem), gpus), nodes
 
 
+_ARRAY_RANGE = re.compile(r"^(\d+)(?:-(\d+)(?::(\d+))?)?$")
+
+
+def array_tasks(job: dict[str, Any]) -> int:
+    """How many tasks a pending record stands for: Slurm lists the pending tasks of a job array as one record
+    (`array_task_string` "1-6", "2-5%3", "1,3,7-9:2"); at most `%N` of them run at once."""
+    text = str(job.get("array_task_string") or "")
+    if not text:
+        return 1
+    spec, _, throttle = text.partition("%")
+    count = 0
+    for part in spec.split(","):
+        m = _ARRAY_RANGE.match(part.strip())
+        if not m:
+            return 1  # a form this parser does not know: count the record once, as before
+        first, last, step = int(m.group(1)), int(m.group(2) or m.group(1)), int(m.group(3) or 1)
+        count += len(range(first, last + 1, max(1, step)))
+    limit = _int(job.get("array_max_tasks")) or (int(throttle) if throttle.isdigit() else 0)
+    return max(1, min(count, limit) if limit > 0 else count)
+
+
 def _partitions(job: dict[str, Any]) -> set[str]:
     return {p for p in str(job.get("partition") or "").split(",") if p}
 
@@ -74,14 +95,14 @@ def parse_demand(squeue: dict[str, Any], partition: str) -> tuple[tuple[DemandGr
         states = {str(x).upper() for x in state} if isinstance(state, list) else {str(state).upper()}
         if "PENDING" not in states or partition not in _partitions(job):
             continue
-        queued += 1
+        queued += array_tasks(job)
         if str(job.get("state_reason", "None")) not in DEMAND_REASONS:
             continue
         # Slurm reports PartitionConfig before Dependency or a hold while no node exists: look at both.
         if job.get("dependency") or _int(job.get("priority"), 1) == 0:
             continue
         request, nodes = job_node_request(job)
-        shapes[request] += nodes
+        shapes[request] += nodes * array_tasks(job)
         submit = float(_int(job.get("submit_time")))
         oldest[request] = min(oldest.get(request, submit), submit)
     groups = tuple(DemandGroup(r, n, "", oldest.get(r)) for r, n in shapes.items())
@@ -102,7 +123,10 @@ def parse_workers(sinfo: dict[str, Any], feature: str) -> dict[str, Worker]:
     """The nodes carrying `feature` (marea's workers), with free resources and drain state."""
     workers: dict[str, Worker] = {}
     for node in sinfo.get("nodes", []):
-        features = {f for f in re.split(r"[,&|]", str(node.get("active_features") or node.get("features") or ""))}
+        listed = node.get("active_features") or node.get("features") or ""
+        if isinstance(listed, list):  # Slurm 24.11: a list of features
+            listed = ",".join(str(f) for f in listed)
+        features = set(re.split(r"[,&|]", str(listed)))
         if feature not in features:
             continue
         base, flags = _node_states(node)
@@ -164,9 +188,13 @@ class SlurmBatch(BatchSystem):
 
     def snapshot(self, flavours: tuple[Flavour, ...]) -> BatchSnapshot:
         squeue = self._json("squeue", "--json", "--states=PENDING")
-        sinfo = self._json("sinfo", "--json")
+        nodes = self._json("sinfo", "--json")
+        if "nodes" not in nodes:
+            # Slurm >= 23.02 groups `sinfo --json` into "sinfo" records; per-node data comes from scontrol,
+            # which has --json there (22.05 has neither the grouping nor scontrol --json)
+            nodes = self._json("scontrol", "show", "nodes", "--json")
         demand, queued = parse_demand(squeue, self.section.partition)
-        return BatchSnapshot(demand, (), parse_workers(sinfo, self.section.feature), queued)
+        return BatchSnapshot(demand, (), parse_workers(nodes, self.section.feature), queued)
 
     def drain(self, worker: str, reason: str) -> None:
         self._run("scontrol", "update", f"nodename={worker}", "state=DRAIN", f"reason=marea: {reason[:200]}")

@@ -177,11 +177,10 @@ class ClusterMaker:
         """
         identity = self.conn.identity
         user = self.conn.current_user_id
-        for old in self._call("list application credentials", identity.application_credentials, user=user):
-            if old.name == self.credential_name:
-                raise CloudError(
-                    f"application credential {self.credential_name} already exists: destroy the old cluster first"
-                )
+        if self._own_credentials():
+            raise CloudError(
+                f"application credential {self.credential_name} already exists: destroy the old cluster first"
+            )
         cred = self._call(
             "create application credential",
             identity.create_application_credential,
@@ -194,15 +193,23 @@ class ClusterMaker:
         self.driver.add_secrets([cred.secret])
         return cred.id, cred.secret
 
+    def _own_credentials(self) -> list[Any]:
+        """The current user's application credentials named after this cluster."""
+        listed = self._call(
+            "list application credentials", self.conn.identity.application_credentials, user=self.conn.current_user_id
+        )
+        return [cred for cred in listed if cred.name == self.credential_name]
+
     def _delete_application_credential(self) -> bool:
-        identity = self.conn.identity
-        user = self.conn.current_user_id
-        found = False
-        for cred in self._call("list application credentials", identity.application_credentials, user=user):
-            if cred.name == self.credential_name:
-                self._call("delete application credential", identity.delete_application_credential, user, cred)
-                found = True
-        return found
+        creds = self._own_credentials()
+        for cred in creds:
+            self._call(
+                "delete application credential",
+                self.conn.identity.delete_application_credential,
+                self.conn.current_user_id,
+                cred,
+            )
+        return bool(creds)
 
     def _clouds_yaml(self, credential: tuple[str, str]) -> str:
         """The master's clouds.yaml: one cloud, `marea`, authenticated by the application credential."""

@@ -93,6 +93,31 @@ def test_create_then_destroy_keeps_the_floating_ip_and_spares_foreign_servers(
         purge(demo, cluster_name)
 
 
+def test_destroy_deletes_a_worker_the_engine_started_while_destroy_was_running(
+    testbed: OpenStackTestbed, demo: Any, cluster_name: str
+) -> None:
+    """The race CI met: the master's engine booted a worker after destroy had listed the servers."""
+    maker = ClusterMaker(parse_cluster(cluster_data(cluster_name)))
+    image, net = demo.image.find_image("debian-12"), demo.network.find_network("private")
+    late: list[Any] = []
+
+    def engine_starts_a_worker(step: str, _fraction: float) -> None:
+        if step.startswith("deleting server") and not late:  # the servers have been listed by now
+            late.append(demo.compute.create_server(
+                name=f"{cluster_name}-w-late", image_id=image.id, flavor_id=demo.compute.find_flavor("m1.tiny").id,
+                networks=[{"uuid": net.id}], metadata={TAG_CLUSTER: cluster_name},
+            ))  # fmt: skip
+
+    try:
+        maker.create()
+        report = maker.destroy(progress=engine_starts_a_worker)
+        assert late and report.servers == 2
+        left = [s for s in demo.compute.servers() if (s.metadata or {}).get(TAG_CLUSTER) == cluster_name]
+        assert all(s.status == "DELETED" for s in left), [(s.name, s.status) for s in left]
+    finally:
+        purge(demo, cluster_name)
+
+
 def test_a_free_floating_ip_of_the_project_is_reused_and_released_only_on_request(
     testbed: OpenStackTestbed, demo: Any, cluster_name: str
 ) -> None:

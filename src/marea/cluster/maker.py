@@ -348,21 +348,28 @@ class ClusterMaker:
     # -- destroy ---------------------------------------------------------------------------------------------
     def destroy(self, release_floating_ips: bool = False, progress: Progress = _quiet) -> DestroyReport:
         net, report = self.conn.network, DestroyReport()
-        servers = self._owned_servers()
+        # the master first: its engine creates workers, and a worker it starts while the others are being
+        # deleted would be left behind
+        servers = sorted(self._owned_servers(), key=lambda s: (s.metadata or {}).get(TAG_ROLE) != "master")
         keypair = next((s.metadata.get(TAG_KEYPAIR) for s in servers if (s.metadata or {}).get(TAG_KEYPAIR)), None)
+        asked: set[str] = set()
         for i, server in enumerate(servers):
             progress(f"deleting server {server.name}", 0.5 * i / max(1, len(servers)))
             self.driver.delete(self.driver.to_vm(server))
-            report.servers += 1
+            asked.add(server.id)
         deadline = time.monotonic() + 300
         while True:
             left = [s for s in self._owned_servers() if str(s.status).upper() not in ("DELETED", "SOFT_DELETED")]
+            for late in (s for s in left if s.id not in asked):  # created by the engine before its master went
+                self.driver.delete(self.driver.to_vm(late))
+                asked.add(late.id)
             if not left:
                 break
             if time.monotonic() > deadline:
                 raise CloudError(f"{len(left)} server(s) still not deleted after 300 s", CloudErrorKind.TIMEOUT)
             progress(f"waiting for {len(left)} server(s) to go", 0.5)
             time.sleep(1.0)
+        report.servers = len(asked)
         progress("floating IPs", 0.6)
         for fip in self._call("list floating IPs", net.ips, tags=self.tag):
             if release_floating_ips:

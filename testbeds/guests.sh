@@ -20,8 +20,11 @@ set -euo pipefail
 
 BASE=${MAREA_GUEST_BASE:-/var/lib/marea-guests}
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-BASE_PACKAGES=(systemd-sysv cloud-init ifupdown iproute2 iputils-ping netcat-openbsd udev kmod procps dbus
-               python3-venv python3-pip openssh-server sudo ca-certificates less curl)
+# net-tools: cloud-init's ifupdown rendering sets network_data.json's routes (the default route among them) with
+# `route add`; nftables: as on Debian's cloud images, the firewall marea's user-data uses to keep jobs away from
+# the metadata service
+BASE_PACKAGES=(systemd-sysv cloud-init ifupdown net-tools nftables iproute2 iputils-ping netcat-openbsd udev kmod
+               procps dbus python3-venv python3-pip openssh-server sudo ca-certificates less curl)
 BATCH_PACKAGES=(slurmctld slurmd slurm-client munge htcondor)
 
 log() { echo "[guests.sh $(date +%T)] $*" >&2; }
@@ -74,10 +77,11 @@ EOF
 cmd_install() {
   local t0=$SECONDS mirror
   mkdir -p "$BASE"
-  command -v systemd-nspawn >/dev/null || {
+  # nft: the host runs marea's metadata guard in a namespace of its own (tests/cluster/test_metadata_guard.py)
+  { command -v systemd-nspawn && command -v nft; } >/dev/null || {
     apt-get -o DPkg::Lock::Timeout=600 update -qq
     DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
-      systemd-container debootstrap iptables >/dev/null; }
+      systemd-container debootstrap iptables nftables >/dev/null; }
   if [ -f "$BASE/base.tar" ] && [ -f "$BASE/batch.tar" ] && cmp -s "$BASE/.installed" "$0"; then
     log "images present: $BASE/base.tar, $BASE/batch.tar"; return 0
   fi

@@ -38,6 +38,7 @@ API_IP="${MAREA_OS_API_IP:-10.10.0.1}"
 # DevStack's floating range; never a TEST-NET range: this sandbox resolves its package registries into one
 FIP_CIDR=172.24.4.0/24
 WHEEL_PORT=8780
+METADATA_PORT=8775
 GUEST_BASE="${MAREA_GUEST_BASE:-/var/lib/marea-guests}"
 export MAREA_GUEST_BRIDGE="$BRIDGE" MAREA_OS_API_IP="$API_IP"
 PACKAGES=(keystone==30.0.0 nova==34.0.0 openstack-placement==16.0.0 glance==33.0.0 neutron==29.0.0
@@ -98,6 +99,11 @@ network_up() {  # the guests' bridge, the host's address on it, and no way out o
   ip route replace "$FIP_CIDR" dev "$BRIDGE"
   # nothing routed in or out of the bridge. Only routed traffic: with br_netfilter loaded (it is here), frames
   # between two guests on the bridge also pass FORWARD, with the bridge as both interfaces, and must pass.
+  # the metadata service at its link-local address, as Neutron's metadata proxy gives it on a real cloud:
+  # guests reach Nova's metadata API on the host, which finds the server by the request's source (fixed) IP
+  local meta="-i $BRIDGE -d 169.254.169.254/32 -p tcp --dport 80 -j DNAT --to-destination $API_IP:$METADATA_PORT"
+  # shellcheck disable=SC2086
+  iptables -t nat -C PREROUTING $meta 2>/dev/null || iptables -t nat -I PREROUTING $meta
   local rule
   for rule in "-i $BRIDGE ! -o $BRIDGE" "! -i $BRIDGE -o $BRIDGE"; do
     # shellcheck disable=SC2086
@@ -238,10 +244,14 @@ SQL
   gunicorn_start neutron 9696 neutron.wsgi.api 1 OS_NEUTRON_CONFIG_DIR="$STATE/etc/neutron"
   gunicorn_start nova-api 8774 nova.wsgi.osapi_compute 1 OS_NOVA_CONFIG_DIR="$STATE/etc/nova" \
     "OS_NOVA_CONFIG_FILES=api-paste.ini;nova.conf;nova-api.conf"
+  # Nova's metadata API (guests reach it at 169.254.169.254, network_up's DNAT), as every cloud has beside the
+  # config drive: marea's user-data must be safe from jobs that ask it for the user-data
+  gunicorn_start nova-metadata "$METADATA_PORT" nova.wsgi.metadata 1 OS_NOVA_CONFIG_DIR="$STATE/etc/nova" \
+    "OS_NOVA_CONFIG_FILES=api-paste.ini;nova.conf;nova-api.conf"
   daemon_start nova-conductor nova-conductor $NC
   daemon_start nova-scheduler nova-scheduler $NC
   local port
-  for port in 8778 9292 9696 8774; do wait_http "http://127.0.0.1:$port/" 120; done
+  for port in 8778 9292 9696 8774 "$METADATA_PORT"; do wait_http "http://127.0.0.1:$port/" 120; done
   log "placement, glance, neutron, nova-api up"
   if [ $first = 1 ]; then
     python "$HERE/bootstrap.py" content "$STATE"

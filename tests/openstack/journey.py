@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -208,3 +209,63 @@ def htcondor_done(journey: Journey, jobs: int) -> bool:
     rows = [line.split() for line in done if line.strip()]
     assert all(r == ["4", "0"] for r in rows), f"a job did not complete cleanly: {rows}"
     return len(rows) == jobs
+
+
+#: what a job (or a user logged in on the master) must not read: the join secrets on disk, cloud-init's copies of
+#: the user-data, and the user-data from the metadata service (OpenStack's and EC2's paths). Prints what it could
+#: read and fails if anything; refuses to run as root, where reading them proves nothing.
+SECRETS_PROBE = r"""#!/bin/sh
+[ "$(id -u)" = 0 ] && { echo "probe ran as root"; exit 99; }
+found=""
+for f in /etc/munge/munge.key /etc/condor/tokens.d/marea-worker /etc/condor/passwords.d/POOL \
+         /etc/marea/marea.toml /etc/marea/clouds.yaml /etc/marea/worker.token \
+         /var/lib/cloud/instance/user-data.txt /var/lib/cloud/instance/user-data.txt.i \
+         /var/lib/cloud/seed/config_drive/openstack/latest/user_data /run/cloud-init/instance-data-sensitive.json; do
+  cat "$f" >/dev/null 2>&1 && found="$found $f"
+done
+for url in http://169.254.169.254/openstack/latest/user_data http://169.254.169.254/latest/user-data; do
+  curl -sf -m 5 -o /dev/null "$url" && found="$found $url"
+done
+# for a non-root user cloud-init answers "<REDACTED FOR NON-ROOT>": only the document itself counts
+cloud-init query userdata 2>/dev/null | grep -q cloud-config && found="$found cloud-init-query-userdata"
+echo "probe as $(id -un) on $(hostname): readable:$found"
+[ -z "$found" ]
+"""
+PROBE_PATH = "/tmp/marea-secrets-probe.sh"
+
+
+def install_probe(journey: Journey) -> None:
+    """The probe, as the unprivileged login user on the master (who submits the jobs)."""
+    journey.ok_on_master(f"printf %s {shlex.quote(SECRETS_PROBE)} > {PROBE_PATH} && chmod 755 {PROBE_PATH}")
+
+
+def probe_slurm(journey: Journey) -> None:
+    journey.ok_on_master(f"cd /tmp && sbatch --job-name=secrets-probe -n1 --mem=100 -o /tmp/probe-%j.out {PROBE_PATH}")
+
+
+def probe_slurm_result(journey: Journey) -> str | None:
+    """None while the probe job has not finished; else its state and exit code (COMPLETED 0:0 when it read
+    nothing). The output stays on the worker: the exit code is what comes back."""
+    out = journey.ok_on_master("scontrol show job -o 2>/dev/null | grep JobName=secrets-probe || true")
+    state = re.search(r"JobState=(\S+)", out)
+    if state is None or state.group(1) in ("PENDING", "CONFIGURING", "RUNNING", "COMPLETING"):
+        return None
+    code = re.search(r"ExitCode=(\S+)", out)
+    return f"{state.group(1)} {code.group(1) if code else '?'}"
+
+
+def probe_htcondor(journey: Journey) -> None:
+    submit = (
+        f"executable = {PROBE_PATH}\\noutput = /tmp/probe.out\\nrequest_cpus = 1\\nrequest_memory = 100\\n"
+        "should_transfer_files = YES\\n+MareaProbe = true\\nqueue 1\\n"
+    )
+    journey.ok_on_master(f"cd /tmp && printf '{submit}' | condor_submit -")
+
+
+def probe_htcondor_result(journey: Journey) -> str | None:
+    """None while the probe job has not left the queue; else its exit code and what it printed (the output
+    comes back to the master)."""
+    code = journey.ok_on_master("condor_history -constraint 'MareaProbe =?= true' -af ExitCode").strip()
+    if not code:
+        return None
+    return f"exit {code}: {journey.ok_on_master('cat /tmp/probe.out').strip()}"

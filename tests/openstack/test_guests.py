@@ -2,7 +2,8 @@
 
 A server of the debian-13-base image boots as a systemd-nspawn guest running its own systemd and cloud-init:
 user-data, SSH key and hostname from Nova's config drive, the Neutron port's MAC and fixed IP, the floating IP
-reachable from the host (the testbed's L3 stand-in), the cloud's endpoints reachable, nothing outside; Nova's
+reachable from the host (the testbed's L3 stand-in), the cloud's endpoints and the metadata service (at
+169.254.169.254, with the server's own user-data) reachable, nothing outside; Nova's
 stop/start and the power-state sync see the real guest; delete leaves nothing on the host.
 """
 
@@ -74,6 +75,9 @@ def test_a_server_boots_as_a_real_guest_with_what_nova_and_neutron_give_it(
                     "curl -s -m 5 -o /dev/null -w '%{http_code}' http://192.0.2.1/; echo")  # fmt: skip
         keystone, outside = reach.stdout.split()
         assert keystone == "200" and outside == "000", reach.stdout
+        # the metadata service answers at its link-local address with this server's own user-data, as on a cloud
+        meta = ssh(key, fixed, "curl -s -m 5 http://169.254.169.254/openstack/latest/user_data")
+        assert meta.stdout == USER_DATA, meta.stdout + meta.stderr
 
         # Nova's stop and start really stop and start the guest
         demo.compute.stop_server(server)

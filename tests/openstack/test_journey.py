@@ -23,16 +23,28 @@ from .conftest import OpenStackTestbed, purge
 from .journey import (
     BASE_IMAGE,
     BATCH_IMAGE,
+    PROBE_PATH,
     Journey,
     build_wheelhouse,
     cluster_toml,
     htcondor_done,
+    install_probe,
+    probe_htcondor,
+    probe_htcondor_result,
+    probe_slurm,
+    probe_slurm_result,
     slurm_done,
     submit_htcondor,
     submit_slurm,
 )
 
 pytestmark = [pytest.mark.openstack, pytest.mark.timeout(1500)]
+
+#: per system: submit the jobs, all done?, submit the secrets probe, the probe's result
+SYSTEMS: dict[str, tuple[Any, Any, Any, Any]] = {
+    "slurm": (submit_slurm, slurm_done, probe_slurm, probe_slurm_result),
+    "htcondor": (submit_htcondor, htcondor_done, probe_htcondor, probe_htcondor_result),
+}
 
 JOBS = 6
 JOB_SECONDS = 15
@@ -106,9 +118,20 @@ def assert_nothing_left(conn: Any, cluster: str, destroyed: str) -> None:
     assert f"marea-{cluster}" not in creds, "the master's application credential outlived the cluster"
 
 
+def assert_master_keeps_its_secrets(journey: Journey) -> None:
+    """A user logged in on the master reads no secret and not the user-data; root still reaches the metadata
+    service (the guard is the user's, not a broken network: the probe's refusals mean something)."""
+    install_probe(journey)
+    r = journey.on_master(PROBE_PATH)
+    assert r.returncode == 0, f"a user on the master read secrets: {r.stdout}{r.stderr}"
+    as_root = journey.ok_on_master("sudo curl -sf -m 5 http://169.254.169.254/openstack/latest/user_data | head -c 13")
+    assert as_root == "#cloud-config", as_root
+
+
 def run_journey(
-    journey: Journey, conn: Any, cluster: str, submit: Any, done: Any, restart_during_scale_up: bool
+    journey: Journey, conn: Any, cluster: str, system: str, restart_during_scale_up: bool
 ) -> dict[str, Any]:
+    submit, done, probe, probe_result = SYSTEMS[system]
     journey.create()
     st = journey.status()
     assert st["master"] is not None and st["master"]["floating_ip"], st
@@ -119,7 +142,10 @@ def run_journey(
     assert "v3applicationcredential" in clouds and "password" not in clouds
     assert journey.ok_on_master("sudo stat -c %a /etc/marea/clouds.yaml").strip() == "600"
 
+    assert_master_keeps_its_secrets(journey)
+
     submit(journey, JOBS, JOB_SECONDS)
+    probe(journey)  # one more job: on a worker, it tries to read the join secrets and the user-data
     journey.mark("jobs submitted")
     seen: set[str] = set()
 
@@ -133,9 +159,17 @@ def run_journey(
         journey.ok_on_master("sudo systemctl restart marea")
         journey.mark("marea restarted")
 
+    def probed() -> str | None:
+        some_workers()
+        return probe_result(journey)
+
+    result = journey.wait("the probe job ran", probed, timeout=600, step=3)
+    read_nothing = result == "COMPLETED 0:0" or (result.startswith("exit 0:") and result.endswith("readable:"))
+    assert read_nothing, f"a job on a worker read secrets: {result}"
+
     def all_done() -> bool:
         some_workers()
-        return bool(done(journey, JOBS))
+        return bool(done(journey, JOBS + 1))
 
     journey.wait("all jobs done", all_done, timeout=600, step=3)
     joined = {w["id"] for w in journey.engine()["workers"]}
@@ -154,13 +188,9 @@ def run_journey(
     return {"workers_booted": len(seen), "joined_seen": sorted(joined), "marks": journey.marks}
 
 
-@pytest.mark.parametrize(
-    ("system", "submit", "done"), [("slurm", submit_slurm, slurm_done), ("htcondor", submit_htcondor, htcondor_done)]
-)
+@pytest.mark.parametrize("system", sorted(SYSTEMS))
 def test_the_journey_with_a_restart_in_the_middle_of_the_scale_up(
     system: str,
-    submit: Any,
-    done: Any,
     booting_cloud: str,
     journey_demo: Any,
     cluster_name: str,
@@ -172,7 +202,7 @@ def test_the_journey_with_a_restart_in_the_middle_of_the_scale_up(
     config.write_text(cluster_toml(cluster_name, system, key_file, max_workers=MAX_WORKERS))
     journey = Journey(config)
     journeys.append(journey)
-    result = run_journey(journey, journey_demo, cluster_name, submit, done, restart_during_scale_up=True)
+    result = run_journey(journey, journey_demo, cluster_name, system, restart_during_scale_up=True)
     assert result["workers_booted"] >= 1
 
 

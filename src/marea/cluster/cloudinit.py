@@ -7,6 +7,8 @@ templates carry `${MAREA_*}` placeholders that the engine fills for each worker 
 `${MAREA_VAR_*}` join parameters that come from the master's `[worker.variables]`.
 
 Files holding secrets are written with mode 0600/0400 and `defer: true` (after packages created their users).
+The user-data itself holds join secrets (the munge key, the HTCondor token): its first act shuts every user but
+root out of the metadata service that would hand it back (METADATA_GUARD; docs/security.md).
 """
 
 from __future__ import annotations
@@ -38,8 +40,26 @@ WORKER_PORTS: dict[str, list[int]] = {
 }
 
 
+#: the metadata service, where anyone on the VM can read its user-data (the join secrets) back
+METADATA_V4, METADATA_V6 = "169.254.169.254", "fe80::a9fe:a9fe"
+#: the first act of every marea user-data (`bootcmd`, at every boot, before SSH logins or jobs are possible): only
+#: root may reach the metadata service (cloud-init has read it by then). With nftables, else iptables; an image
+#: with neither gets a `prohibit` route, which shuts root out too (nothing after boot needs the service).
+METADATA_GUARD = (
+    "(nft add table inet marea_guard"
+    " && nft 'add chain inet marea_guard output { type filter hook output priority 0; policy accept; }'"
+    " && nft flush chain inet marea_guard output"
+    f" && nft add rule inet marea_guard output ip daddr {METADATA_V4} meta skuid != 0 reject"
+    f" && nft add rule inet marea_guard output ip6 daddr {METADATA_V6} meta skuid != 0 reject)"
+    f" || (iptables -C OUTPUT -d {METADATA_V4} -m owner ! --uid-owner 0 -j REJECT"
+    f" || iptables -I OUTPUT -d {METADATA_V4} -m owner ! --uid-owner 0 -j REJECT)"
+    f" || ip route replace prohibit {METADATA_V4}/32"
+)
+
+
 def _doc(body: dict[str, Any]) -> str:
     # JSON is YAML: cloud-init reads it as a #cloud-config document, and marea needs no YAML library
+    body = {"bootcmd": [["sh", "-c", METADATA_GUARD]], **body}
     if "runcmd" in body:
         # cloud-init writes runcmd as one shell script and judges it by its last command: stop at the first
         # failure, so a failed step shows as `cloud-init status: error` instead of a broken service later

@@ -166,6 +166,8 @@ TRUST_DOMAIN = $DOMAIN
 SEC_ADVERTISE_STARTD_AUTHENTICATION = REQUIRED
 SEC_ADVERTISE_STARTD_AUTHENTICATION_METHODS = IDTOKENS
 ALLOW_ADVERTISE_STARTD = condor@$DOMAIN/$SUBNET.*
+# where marea's engine revokes the IDTOKENs of the workers it removed (batch.htcondor.revocation_file)
+include ifexist : $CDIR/revoked.conf
 EOF
 }
 
@@ -194,6 +196,7 @@ cmd_start() {
   mkdir -p "$R$CDIR/passwords.d" "$RUN" "$R/var/lib/marea-condor/local"
   common_conf >"$R$CDIR/common.conf"
   cm_conf >"$R$CDIR/cm.conf"
+  rm -f "$R$CDIR/revoked.conf"   # a fresh pool revokes nothing
   printf '127.0.0.1\tlocalhost\n%s\tcm.%s cm\n' "$CM_IP" "$DOMAIN" >"$R/etc/hosts"
   if [ ! -s "$R$CDIR/passwords.d/POOL" ]; then
     (umask 077; head -c 64 /dev/urandom | base64 -w0 >"$R$CDIR/passwords.d/POOL")
@@ -247,6 +250,7 @@ MAREA_CONDOR_NS=$NS
 MAREA_CONDOR_COLLECTOR=$CM_IP:9618
 MAREA_CONDOR_ROOTFS=$R
 MAREA_CONDOR_TOKEN_FILE=$RUN/worker.token
+MAREA_CONDOR_REVOCATION_FILE=$R$CDIR/revoked.conf
 MAREA_CONDOR_COMMON_CONF=$RUN/common.conf
 EOF
 }

@@ -165,14 +165,31 @@ class HTCondorSection(_Strict):
     condor_config: str = ""
     #: network namespace to make the bindings' calls from (a test pool in a namespace); empty on a real master
     netns: str = ""
-    #: file with the IDTOKEN workers join with (user-data placeholder ${MAREA_CONDOR_IDTOKEN}; never logged)
+    #: file with the IDTOKEN workers join with (user-data placeholder ${MAREA_CONDOR_IDTOKEN}; never logged);
+    #: one token for every worker, for ever: prefer token_command
     token_file: str = ""
+    #: command that prints a new IDTOKEN (e.g. condor_token_create -identity condor@DOMAIN -key POOL -authz
+    #: ADVERTISE_STARTD -authz ADVERTISE_MASTER -authz READ): each worker gets its own, revoked when marea removes
+    #: the worker; needs revocation_file. Takes precedence over token_file
+    token_command: list[str] = []
+    #: file the central manager's configuration includes, where marea revokes removed workers' tokens
+    revocation_file: str = ""
+    #: issued and revoked token ids (JSON, 0600)
+    token_registry: str = "/var/lib/marea/htcondor-tokens.json"
+    #: makes the central manager's daemons read the revocation file again
+    reconfig_command: list[str] = ["condor_reconfig"]
     #: ClassAd expressions describing a new worker, for evaluating jobs' Requirements (e.g. FileSystemDomain)
     machine_attributes: dict[str, str] = {}
     #: scratch disk of a worker, for RequestDisk and TARGET.Disk in Requirements
     worker_disk_gb: Annotated[float, Field(gt=0)] = 100.0
     #: a startd silent this long is lost (its ads outlive it by CLASSAD_LIFETIME); keep > UPDATE_INTERVAL (300 s)
     lost_after_s: PositiveSeconds = 600.0
+
+    @model_validator(mode="after")
+    def _tokens_are_revocable(self) -> HTCondorSection:
+        if self.token_command and not self.revocation_file:
+            raise ValueError("token_command needs revocation_file: a worker's token must be revocable")
+        return self
 
 
 class BatchSection(_Strict):

@@ -88,18 +88,22 @@ def test_master_marea_toml_is_a_valid_marea_config_with_the_slurm_join_parameter
 
 
 def test_the_htcondor_master_points_its_engine_at_the_pool_and_the_token_it_makes() -> None:
-    """The master's engine reads the pool at the master and hands workers the token made there at first boot;
+    """The master's engine reads the pool at the master and mints each worker a token of its own;
     the workers' template takes both from the driver's join variables, and shares the pool's domain."""
     cf = cluster_file("htcondor")
     text = master_marea_toml(cf, make_join_secrets("htcondor", "phys"), "10.10.0.5")
     cfg = parse_config(tomllib.loads(text))
     assert cfg.batch.htcondor.collector == "10.10.0.5"
-    assert cfg.batch.htcondor.token_file == "/etc/marea/worker.token"
+    assert cfg.batch.htcondor.token_file == ""  # no pool-wide worker token: one per worker, revocable
+    assert cfg.batch.htcondor.token_command[:3] == ["condor_token_create", "-identity", "condor@phys.marea"]
+    assert cfg.batch.htcondor.revocation_file == "/etc/condor/config.d/60-marea-revoked.conf"
     assert "${MAREA_CONDOR_IDTOKEN}" in cfg.worker.user_data and "${MAREA_CONDOR_HOST}" in cfg.worker.user_data
     assert "UID_DOMAIN = ${MAREA_VAR_CONDOR_DOMAIN}" in cfg.worker.user_data
     assert cfg.worker.variables["condor_domain"] == "phys.marea"
     master = master_user_data(cf, make_join_secrets("htcondor", "phys"), "10.10.0.5", clouds_yaml="clouds: {}\n")
-    assert "UID_DOMAIN = phys.marea" in master and "condor_token_create -identity condor@phys.marea" in master
+    assert "UID_DOMAIN = phys.marea" in master and "worker.token" not in master
+    # the engine's administrator token is the only one the master makes at boot
+    assert master.count("condor_token_create") == 1 and "-authz ADMINISTRATOR" in master
 
 
 def test_the_slurm_partition_has_a_drained_template_node_of_the_largest_flavour() -> None:

@@ -5,6 +5,7 @@ graceful drain, and a worker that vanishes."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from marea.batch.htcondor import HTCondorBatch
 from marea.config import HTCondorSection
 from marea.model import Flavour, Resources
 from tests.conftest import wait_until
-from tests.htcondor.conftest import NS, SUBNET, CondorTestbed
+from tests.htcondor.conftest import NS, SCRIPT, SUBNET, CondorTestbed
 
 pytestmark = pytest.mark.htcondor
 
@@ -37,7 +38,7 @@ def plugin(condor: CondorTestbed, batch: str = "", lost_after_s: float = 120) ->
 def test_join_variables_carry_the_token_and_never_show_it_in_errors(condor: CondorTestbed) -> None:
     b = plugin(condor)
     try:
-        variables = b.join_variables()
+        variables = b.join_variables("lj0")
         token = condor.token()
         assert variables == {"MAREA_CONDOR_HOST": f"{SUBNET}.1", "MAREA_CONDOR_IDTOKEN": token}
         assert token.count(".") == 2  # a JWT
@@ -167,4 +168,47 @@ def test_bad_netns_and_bad_collector_give_short_errors(condor: CondorTestbed) ->
         with pytest.raises(BatchError, match="htcondor: reading the queue and the pool failed"):
             b.snapshot((SMALL,))
     finally:
+        b.close()
+
+
+def test_each_worker_gets_its_own_token_and_a_removed_workers_token_is_refused(
+    condor: CondorTestbed, tmp_path: Path
+) -> None:
+    """Per-worker IDTOKENs (batch.htcondor.token_command): the central manager itself refuses the token of a
+    worker marea removed (SEC_TOKEN_REVOCATION_EXPR), while a live worker's token keeps working."""
+    from marea.batch.htcondor_tokens import token_id
+
+    mint = ["bash", str(SCRIPT), "exec", "condor_token_create", "-identity", "condor@condor.test", "-key", "POOL",
+            "-authz", "ADVERTISE_STARTD", "-authz", "ADVERTISE_MASTER", "-authz", "READ"]  # fmt: skip
+    b = HTCondorBatch(
+        HTCondorSection(
+            collector=f"{SUBNET}.1", netns=NS, condor_config=condor.client_conf, machine_attributes=POOL_ATTRS,
+            token_command=mint, revocation_file=condor.env["MAREA_CONDOR_REVOCATION_FILE"],
+            token_registry=str(tmp_path / "tokens.json"),
+            reconfig_command=["bash", str(SCRIPT), "exec", "condor_reconfig"],
+        )
+    )  # fmt: skip
+    try:
+        first = b.join_variables("lt1")["MAREA_CONDOR_IDTOKEN"]
+        second = b.join_variables("lt2")["MAREA_CONDOR_IDTOKEN"]
+        assert first != second and token_id(first) != token_id(second)
+        assert (tmp_path / "tokens.json").stat().st_mode & 0o777 == 0o600
+        condor.start_vm("lt1", 61, token=first)
+        wait_until("lt1 in the pool", lambda: b.snapshot((SMALL,)).workers.get("lt1"), 30)
+
+        b.drain("lt1", "scale-down")
+        wait_until("lt1 removed", lambda: b.remove("lt1"), 60)
+        condor.power_off("lt1")
+        assert token_id(first) in Path(condor.env["MAREA_CONDOR_REVOCATION_FILE"]).read_text()
+        assert b.tokens is not None and set(b.tokens.issued()) == {"lt2"}
+
+        # the removed worker's token, copied into another machine, brings nothing into the pool
+        condor.start_vm("lt3", 63, token=first)
+        condor.start_vm("lt2", 62, token=second)
+        wait_until("lt2 in the pool", lambda: b.snapshot((SMALL,)).workers.get("lt2"), 30)
+        time.sleep(6)  # longer than one UPDATE_INTERVAL: lt3 had its chance to advertise
+        assert condor.slots('MareaWorker == "lt3"') == []
+    finally:
+        for vm in ("lt1", "lt2", "lt3"):
+            condor.power_off(vm)
         b.close()

@@ -64,8 +64,9 @@ class BatchSystem(abc.ABC):
         """Forget a drained worker before its VM is deleted. True when removed or unknown; False when the
         batch system refuses because work still runs there (the caller must not delete the VM then)."""
 
-    def join_variables(self) -> dict[str, str]:
-        """Placeholders for the worker user-data that tell a new worker how to join (controller, keys)."""
+    def join_variables(self, worker: str) -> dict[str, str]:
+        """Placeholders for the user-data of the new worker `worker` that tell it how to join (controller,
+        keys; a credential of its own where the batch system allows one)."""
         return {}
 
     def close(self) -> None:

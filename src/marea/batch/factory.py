@@ -16,6 +16,10 @@ def make_batch(cfg: MareaConfig) -> BatchSystem:
         from marea.batch.htcondor import HTCondorBatch
 
         hc = cfg.batch.htcondor
-        files = {k: str(cfg.path(v)) for k in ("condor_config", "token_file") if (v := getattr(hc, k))}
+        files = {
+            k: str(cfg.path(v))
+            for k in ("condor_config", "token_file", "revocation_file", "token_registry")
+            if (v := getattr(hc, k))
+        }
         return HTCondorBatch(hc.model_copy(update=files))
     raise NotImplementedError(f"batch system {system!r} is not available in this build")

@@ -26,6 +26,7 @@ from typing import Any
 from marea.batch.base import BatchError, BatchSnapshot, BatchSystem, Worker
 from marea.batch.htcondor_ads import WORKER_ATTR, Matcher, demand_from_jobs, startd_key, workers_from_slots
 from marea.batch.htcondor_netns import NamespaceRunner
+from marea.batch.htcondor_tokens import WorkerTokens
 from marea.config import HTCondorSection
 from marea.model import Flavour
 
@@ -106,6 +107,11 @@ class HTCondorBatch(BatchSystem):
         self.clock = clock or time.time
         self.htcondor = configured_bindings(cfg)
         self.runner = NamespaceRunner(cfg.netns)
+        self.tokens = (
+            WorkerTokens(cfg.token_command, Path(cfg.token_registry), Path(cfg.revocation_file), cfg.reconfig_command)
+            if cfg.token_command
+            else None
+        )
         self._matcher: Matcher | None = None
         self._matcher_key: tuple[Any, ...] = ()
         self._drains_sent: dict[str, str] = {}
@@ -214,7 +220,10 @@ class HTCondorBatch(BatchSystem):
             self._switch_off(coll, worker)
             return True
 
-        return bool(self._call(f"removal of {worker}", check))
+        removed = bool(self._call(f"removal of {worker}", check))
+        if removed and self.tokens is not None:
+            self.tokens.revoke(worker)  # gone from the pool: its token must not bring anything back
+        return removed
 
     def _idle_jobs(self, schedd: Any, constraint: str, offset: int) -> tuple[list[Any], dict[int, Any]]:
         """Idle jobs as small ads, plus one full ad per autocluster (and full ads of the jobs the schedd has
@@ -258,10 +267,13 @@ class HTCondorBatch(BatchSystem):
         except Exception as exc:
             log.info("htcondor: %s: daemons not switched off (%s); the VM is deleted anyway", worker, exc)
 
-    def join_variables(self) -> dict[str, str]:
-        """The collector and the IDTOKEN, for the worker user-data (the token is a secret: never logged)."""
+    def join_variables(self, worker: str) -> dict[str, str]:
+        """The collector and the IDTOKEN, for the worker user-data (the token is a secret: never logged): the
+        worker's own when `token_command` is set, else the pool-wide one of `token_file`."""
         variables = {"MAREA_CONDOR_HOST": self.cfg.collector or self._param("COLLECTOR_HOST")}
-        if self.cfg.token_file:
+        if self.tokens is not None:
+            variables["MAREA_CONDOR_IDTOKEN"] = self.tokens.mint(worker)
+        elif self.cfg.token_file:
             try:
                 variables["MAREA_CONDOR_IDTOKEN"] = Path(self.cfg.token_file).read_text().strip()
             except OSError as exc:

@@ -210,7 +210,7 @@ class SlurmBatch(BatchSystem):
             return False
         raise BatchError(f"slurm: scontrol delete nodename={worker} failed: {proc.stderr.strip()[:300]}")
 
-    def join_variables(self) -> dict[str, str]:
+    def join_variables(self, worker: str) -> dict[str, str]:
         return {
             "MAREA_SLURM_CONF": self.section.slurm_conf or "/etc/slurm/slurm.conf",
             "MAREA_SLURM_FEATURE": self.section.feature,

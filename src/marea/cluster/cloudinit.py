@@ -24,8 +24,19 @@ from marea.cluster.joins import JoinSecrets
 from marea.cluster.tomlout import dumps
 
 SLURMCTLD_PORT = 6817
-#: on the master: the IDTOKEN HTCondor workers join with (made at first boot from the pool key; 0600 root)
-WORKER_TOKEN = "/etc/marea/worker.token"
+#: on the master: where the engine revokes the IDTOKEN of each worker it removed (HTCondor reads config.d)
+TOKEN_REVOCATION_FILE = "/etc/condor/config.d/60-marea-revoked.conf"
+
+
+def worker_token_command(domain: str) -> list[str]:
+    """What the master's engine runs for each worker it boots: a token of the worker's own, signed with the pool
+    key, that lets a startd join and nothing more (marea/batch/htcondor_tokens.py)."""
+    return [
+        "condor_token_create", "-identity", f"condor@{domain}", "-key", "POOL",
+        "-authz", "ADVERTISE_STARTD", "-authz", "ADVERTISE_MASTER", "-authz", "READ",
+    ]  # fmt: skip
+
+
 #: TCP ports the master must accept from workers, per system (SSH is opened to the admin's CIDR apart)
 MASTER_PORTS: dict[str, list[int]] = {
     "slurm": [SLURMCTLD_PORT],
@@ -192,9 +203,14 @@ def master_marea_toml(cf: ClusterFile, joins: JoinSecrets, master_ip: str) -> st
         **cf.marea.worker.variables,
         **worker_variables(system, joins, master_ip, feature, cf.marea.cluster.name),
     }
-    if system == "htcondor":  # the engine reads the pool at the master, and hands workers the token it made
+    if system == "htcondor":  # the engine reads the pool at the master, and mints each worker a token of its own
         batch = dict(data.get("batch", {}))
-        batch["htcondor"] = {**batch.get("htcondor", {}), "collector": master_ip, "token_file": WORKER_TOKEN}
+        batch["htcondor"] = {
+            **batch.get("htcondor", {}),
+            "collector": master_ip,
+            "token_command": worker_token_command(condor_domain(cf.marea.cluster.name)),
+            "revocation_file": TOKEN_REVOCATION_FILE,
+        }
         data["batch"] = batch
     # [worker] last and [worker.variables] last in it: the master appends the HTCondor IDTOKEN at boot
     data["worker"] = {"user_data": worker_template(system), "variables": variables}
@@ -314,13 +330,6 @@ def master_user_data(cf: ClusterFile, joins: JoinSecrets, master_ip: str, clouds
         runcmd = [
             ["systemctl", "enable", "condor"],
             ["systemctl", "restart", "condor"],
-            # the workers' token, signed with the pool key: it lets a startd join, nothing more
-            [
-                "sh",
-                "-c",
-                f"umask 077 && condor_token_create -identity condor@{domain} -key POOL -authz ADVERTISE_STARTD "
-                f"-authz ADVERTISE_MASTER -authz READ > {WORKER_TOKEN}",
-            ],
             # the engine's own token: workers' startds accept a drain and a shutdown only from an authenticated
             # administrator. In root's token directory, which the Python bindings read (they do not read the
             # daemons' /etc/condor/tokens.d)

@@ -242,7 +242,7 @@ class Reconciler:
             "MAREA_MEMORY_MB": str(flavour.memory_mb),
             "MAREA_GPUS": str(flavour.gpus),
             "MAREA_GROUP": group,
-            **self.batch.join_variables(),
+            **self.batch.join_variables(iid),
             **self.variables,
         }
         tags = {TAG_CLUSTER: self.cluster, TAG_INSTANCE: iid, TAG_FLAVOUR: flavour.name}

@@ -174,6 +174,45 @@ def check_spec(pod: dict[str, Any]) -> None:
         raise WireError(422, "pod.spec.volumes must be a list of objects with a name")
     for i, v in enumerate(vols):
         grammar.dns_label(v.get("name"), f"pod.spec.volumes[{i}].name")
+        check_volume_files(v, f"pod.spec.volumes[{i}]")
+
+
+def _mode(value: Any, what: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777):
+        raise WireError(422, f"{what} must be a file mode between 0 and 0777")
+
+
+def _items(source: Any, what: str) -> None:
+    """defaultMode and items (key -> relative path, mode) of a configMap / secret / downwardAPI source."""
+    if not isinstance(source, dict):
+        raise WireError(422, f"{what} must be an object")
+    _mode(source.get("defaultMode"), f"{what}.defaultMode")
+    items = source.get("items") or []
+    if not isinstance(items, list) or not all(isinstance(it, dict) for it in items):
+        raise WireError(422, f"{what}.items must be a list of objects")
+    for j, it in enumerate(items):
+        grammar.relative_path(it.get("path") or it.get("key"), f"{what}.items[{j}].path")
+        _mode(it.get("mode"), f"{what}.items[{j}].mode")
+
+
+def check_volume_files(v: dict[str, Any], what: str) -> None:
+    """The file names and modes a volume asks for, for every backend (the remote API server would refuse
+    them too, but never reached is better than refused there)."""
+    for kind in ("configMap", "secret", "downwardAPI"):
+        if kind in v:
+            _items(v[kind], f"{what}.{kind}")
+    if "projected" in v:
+        proj = v["projected"]
+        if not isinstance(proj, dict):
+            raise WireError(422, f"{what}.projected must be an object")
+        _mode(proj.get("defaultMode"), f"{what}.projected.defaultMode")
+        sources = proj.get("sources") or []
+        if not isinstance(sources, list) or not all(isinstance(x, dict) for x in sources):
+            raise WireError(422, f"{what}.projected.sources must be a list of objects")
+        for j, src in enumerate(sources):
+            for kind in ("configMap", "secret", "downwardAPI"):
+                if kind in src:
+                    _items(src[kind], f"{what}.projected.sources[{j}].{kind}")
 
 
 def _named_objects(items: Any, what: str) -> dict[str, dict[str, Any]]:

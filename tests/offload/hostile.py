@@ -71,7 +71,10 @@ def _set_meta(**fields: Any) -> Callable[[dict[str, Any]], None]:
     return change
 
 
-def _volume(volume: dict[str, Any], mount: dict[str, Any] | None = None, **extra: Any) -> Callable[[dict[str, Any]], None]:
+Change = Callable[[dict[str, Any]], None]
+
+
+def _volume(volume: dict[str, Any], mount: dict[str, Any] | None = None, **extra: Any) -> Change:
     def change(req: dict[str, Any]) -> None:
         req["pod"]["spec"]["volumes"] = [volume]
         c = req["pod"]["spec"]["containers"][0]

@@ -25,7 +25,7 @@ SECRET = "wJalrXUtnFEMI-marea-scrub-test-K7MDENG"
 
 
 class EchoingEc2(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:  # noqa: N802 (the stdlib's name)
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
         body = (
             '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>AuthFailure</Code>'

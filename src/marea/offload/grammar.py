@@ -109,4 +109,6 @@ def relative_path(value: object, what: str) -> str:
     parts = value.split("/")
     if value.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\x00" in value or len(value) > 4096:
         raise WireError(422, f"{what}: path {_show(value)} must be relative, without '..' or empty parts")
+    if any(len(p.encode()) > 255 for p in parts):  # a file name longer than any filesystem takes
+        raise WireError(422, f"{what}: path {_show(value)} has a part longer than 255 bytes")
     return value

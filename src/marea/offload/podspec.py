@@ -138,9 +138,12 @@ class PodDirWriter:
         base.mkdir(parents=True, exist_ok=True)
         for rel, data in files.items():
             target = base / _safe_rel(rel, f"volume {vol}")
-            inside(base, target.parent, f"volume {vol}").mkdir(parents=True, exist_ok=True)
-            inside(base, target, f"volume {vol}")
-            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            try:
+                inside(base, target.parent, f"volume {vol}").mkdir(parents=True, exist_ok=True)
+                inside(base, target, f"volume {vol}")
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+            except (NotADirectoryError, IsADirectoryError, FileExistsError):  # "a" and "a/b" in one volume
+                raise WireError(422, f"volume {vol}: file paths conflict ({rel[:60]!r})") from None
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             target.chmod(perm if perm is not None else 0o644)

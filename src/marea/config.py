@@ -260,6 +260,9 @@ class OffloadSecuritySection(_Strict):
     allowed_host_paths: list[Annotated[str, Field(pattern=r"^/[^:,\x00]*$")]] = []
     #: seccompProfile / appArmorProfile `Unconfined`, procMount `Unmasked`
     allow_unconfined: bool = False
+    #: containers may run as uid 0 (in the container): Kubernetes' default, and most images' user; when false,
+    #: runAsUser 0 is refused and every container must run as non-root, as if it had runAsNonRoot
+    allow_run_as_root: bool = True
 
 
 class OffloadSection(_Strict):

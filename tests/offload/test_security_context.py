@@ -162,3 +162,32 @@ def test_app_containers_share_the_pods_own_network_namespace(local_server: Serve
     assert main[0] == side[0] != Path("/proc/self/ns/net").readlink().name
     assert main[1:] == ["lo"]
     assert local_server.delete(pod).status_code == 200
+
+
+def test_root_refused_where_the_configuration_forbids_it(tmp_path: Path, podman_image: str) -> None:
+    """`allow_run_as_root = false`: runAsUser 0 is a 422; an image whose user is root (busybox) does not run
+    (CreateContainerConfigError, as runAsNonRoot); runAsUser 1000 runs as 1000 (podman inspect and `id`)."""
+    toml = LOCAL_TOML + "\n[offload.security]\nallow_run_as_root = false\n"
+    server = Server(tmp_path, toml).start()
+    try:
+        root = simple_pod(str(uuid.uuid4()), "id")
+        root["pod"]["spec"]["containers"][0]["securityContext"] = {"runAsUser": 0}
+        r = server.create(root)
+        assert r.status_code == 422 and "runAsUser 0" in r.text and "allow_run_as_root" in r.text, r.text
+
+        image_root = simple_pod(str(uuid.uuid4()), "id")
+        assert server.create(image_root).status_code == 200
+        term = wait_for(server, image_root["pod"], all_terminated)[-1]["containers"][0]["state"]["terminated"]
+        assert term["reason"] == "CreateContainerConfigError" and "run as root" in term["message"]
+        assert server.delete(image_root["pod"]).status_code == 200
+
+        user = simple_pod(str(uuid.uuid4()), "id -u; sleep 3")
+        user["pod"]["spec"]["securityContext"] = {"runAsUser": 1000}
+        assert server.create(user).status_code == 200
+        wait_for(server, user["pod"], running)
+        assert inspect(user["pod"]["metadata"]["uid"])["main"]["Config"]["User"] == "1000"
+        wait_for(server, user["pod"], all_terminated)
+        assert server.logs(user["pod"], "main").text == "1000\n"
+        assert server.delete(user["pod"]).status_code == 200
+    finally:
+        server.stop()

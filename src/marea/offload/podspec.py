@@ -291,7 +291,7 @@ class PodDirWriter:
 
     def _container(self, c: dict[str, Any], policy: SecurityPolicy) -> dict[str, Any]:
         env = self._env(c)
-        user = user_spec(self.pod, c)
+        user = user_spec(self.pod, c, policy)
         return {
             "name": grammar.dns_label(c["name"], "container name"),
             "image": grammar.image(c["image"], f"container {c['name']}: image"),

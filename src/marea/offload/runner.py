@@ -145,7 +145,7 @@ class PodRunner:
             image_user = res.stdout.strip().split(":")[0] if res.returncode == 0 else ""
             if res.returncode == 0 and non_root:
                 if image_user in ("", "0", "root"):
-                    raise Refused("container has runAsNonRoot and image will run as root")
+                    raise Refused("container has runAsNonRoot (or the server forbids root) and image will run as root")
                 if not image_user.isdigit():
                     raise Refused(f"container has runAsNonRoot and image has non-numeric user ({image_user[:40]})")
             uid = image_user or 0

@@ -36,6 +36,7 @@ class SecurityPolicy:
     allow_host_ipc: bool = False
     allowed_host_paths: tuple[str, ...] = ()
     allow_unconfined: bool = False
+    allow_run_as_root: bool = True
 
     @classmethod
     def from_config(cls, s: OffloadSecuritySection) -> SecurityPolicy:
@@ -47,6 +48,7 @@ class SecurityPolicy:
             allow_host_ipc=s.allow_host_ipc,
             allowed_host_paths=tuple(os.path.normpath(p) for p in s.allowed_host_paths),
             allow_unconfined=s.allow_unconfined,
+            allow_run_as_root=s.allow_run_as_root,
         )
 
 
@@ -161,7 +163,9 @@ def check_pod(pod: dict[str, Any], policy: SecurityPolicy) -> None:
         _flag(sc.get("runAsNonRoot"), f"{where}.runAsNonRoot")
         _flag(sc.get("readOnlyRootFilesystem"), f"{where}.readOnlyRootFilesystem")
         _profiles(sc, where, policy)
-        user = user_spec(pod, c)
+        user = user_spec(pod, c, policy)
+        if user.uid == 0 and not policy.allow_run_as_root:
+            raise _refuse(f"{where}.runAsUser 0 (root)", "allow_run_as_root")
         if user.non_root and user.uid == 0:
             raise WireError(422, f"{where}: runAsNonRoot is true but runAsUser is 0")
     for i, v in enumerate(spec.get("volumes") or []):
@@ -181,14 +185,17 @@ def host_path(volume: dict[str, Any], policy: SecurityPolicy, what: str) -> str:
     raise _refuse(f"{what}.hostPath {norm[:80]}", "allowed_host_paths")
 
 
-def user_spec(pod: dict[str, Any], c: dict[str, Any]) -> UserSpec:
+def user_spec(pod: dict[str, Any], c: dict[str, Any], policy: SecurityPolicy) -> UserSpec:
+    """Who the container runs as: the container's fields over the pod's; non-root is also forced by the
+    configuration (`allow_run_as_root = false`)."""
     psc = (pod.get("spec") or {}).get("securityContext") or {}
     sc = c.get("securityContext") or {}
 
     def pick(key: str) -> Any:
         return sc.get(key) if sc.get(key) is not None else psc.get(key)
 
-    return UserSpec(uid=pick("runAsUser"), gid=pick("runAsGroup"), non_root=bool(pick("runAsNonRoot")))
+    non_root = bool(pick("runAsNonRoot")) or not policy.allow_run_as_root
+    return UserSpec(uid=pick("runAsUser"), gid=pick("runAsGroup"), non_root=non_root)
 
 
 def container_options(pod: dict[str, Any], c: dict[str, Any], policy: SecurityPolicy) -> list[str]:

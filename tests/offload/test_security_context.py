@@ -191,3 +191,20 @@ def test_root_refused_where_the_configuration_forbids_it(tmp_path: Path, podman_
         assert server.delete(user["pod"]).status_code == 200
     finally:
         server.stop()
+
+
+def test_pod_variables_do_not_steer_podman(local_server: Server) -> None:
+    """A pod's PATH, CONTAINERS_CONF and LD_PRELOAD reach its container, not the podman process that creates
+    it (with them in podman's environment, podman would read the pod's file as its configuration, or fail)."""
+    req = simple_pod(str(uuid.uuid4()), 'echo "$PATH|$CONTAINERS_CONF|$LD_PRELOAD"')
+    req["pod"]["spec"]["containers"][0]["env"] = [
+        {"name": "PATH", "value": "/bin:/marea-pod-bin"},
+        {"name": "CONTAINERS_CONF", "value": "/marea-no-such/containers.conf"},
+        {"name": "LD_PRELOAD", "value": "/marea-no-such/evil.so"},
+    ]
+    assert local_server.create(req).status_code == 200
+    final = wait_for(local_server, req["pod"], all_terminated)[-1]
+    assert final["containers"][0]["state"]["terminated"]["exitCode"] == 0, final
+    text = local_server.logs(req["pod"], "main").text
+    assert text == "/bin:/marea-pod-bin|/marea-no-such/containers.conf|/marea-no-such/evil.so\n"
+    assert local_server.delete(req["pod"]).status_code == 200

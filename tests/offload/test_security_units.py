@@ -6,6 +6,7 @@ check against a planted symlink, and the parse cache's bound in bytes.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import uuid
 from pathlib import Path
@@ -139,9 +140,38 @@ def test_runner_argument_vector(tmp_path: Path) -> None:
     options = args[2:cut]  # after "create", "--replace"
     assert all(o.startswith("--") for o in options), options
     assert "--network=none" in options and "--cap-drop=ALL" in options
-    assert "--security-opt=no-new-privileges" in options and "--env=-e" in options and env["-e"] == "x"
+    assert "--security-opt=no-new-privileges" in options and "-e" not in env
+    (env_file,) = [o.split("=", 1)[1] for o in options if o.startswith("--env-file=")]
+    assert Path(env_file).read_text() == "-e=x\n" and Path(env_file).stat().st_mode & 0o777 == 0o600
     joined, _ = runner.create_args(main, "marea-holder")
     assert "--network=container:marea-holder" in joined
+
+
+def test_pod_variables_never_reach_podmans_own_environment(tmp_path: Path) -> None:
+    """PATH, LD_PRELOAD, CONTAINERS_CONF from a pod go to the container through the env file, never into the
+    environment podman runs with (PATH or LD_PRELOAD pointing into a volume would run the pod's code on the
+    host); a multi-line value, which the env file cannot carry, is refused under such a name."""
+
+    def change(req: dict[str, Any]) -> None:
+        req["pod"]["spec"]["containers"][0]["env"] = [
+            {"name": "PATH", "value": "/pod/bin"},
+            {"name": "LD_PRELOAD", "value": "/pod/evil.so"},
+            {"name": "CONTAINERS_CONF", "value": "/pod/containers.conf"},
+            {"name": "CERT", "value": "line 1\nline 2"},
+        ]
+
+    runner = PodRunner(_plan_dir(tmp_path, change))
+    (main,) = runner.plan["containers"]
+    args, env = runner.create_args(main, None)
+    assert env.get("PATH") == os.environ.get("PATH") and "LD_PRELOAD" not in env and "CONTAINERS_CONF" not in env
+    assert env["CERT"] == "line 1\nline 2" and "--env=CERT" in args
+    (env_file,) = [a.split("=", 1)[1] for a in args if a.startswith("--env-file=")]
+    assert Path(env_file).read_text().splitlines() == [
+        "PATH=/pod/bin", "LD_PRELOAD=/pod/evil.so", "CONTAINERS_CONF=/pod/containers.conf"
+    ]  # fmt: skip
+    main["env"]["LD_PRELOAD"] = "/pod/a.so\n/pod/b.so"
+    with pytest.raises(Refused):
+        runner.create_args(main, None)
 
 
 def test_runner_refuses_a_symlink_out_of_the_pod_dir(tmp_path: Path) -> None:

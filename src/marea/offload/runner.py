@@ -53,6 +53,22 @@ CREATE_FAILED = 125
 NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?", re.ASCII)
 
 
+#: names podman (and the dynamic loader, Go's runtime, conmon, runc) read from their own environment: a pod's
+#: variable must never reach podman's process under one of these (PATH or LD_PRELOAD pointing into a volume
+#: the pod wrote would run its code on the host)
+HOST_ENV_NAMES = {"PATH", "HOME", "TMPDIR", "SHELL", "USER", "LOGNAME", "TZ", "TERM", "NOTIFY_SOCKET", "IFS",
+                  "SSL_CERT_FILE", "SSL_CERT_DIR", "REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "DOCKER_HOST",
+                  "CONTAINER_HOST", "CONTAINER_CONNECTION", "CONTAINER_SSHKEY", "NO_PROXY", "ALL_PROXY"}  # fmt: skip
+HOST_ENV_PREFIXES = ("LD_", "CONTAINERS_", "_CONTAINERS", "STORAGE_", "BUILDAH_", "PODMAN", "CONMON", "XDG_",
+                     "GO", "DBUS_", "SYSTEMD_", "HTTP", "RUNC", "CRUN", "MAREA_", "LC_", "LANG", "PYTHON")  # fmt: skip
+
+
+def reaches_host(name: str) -> bool:
+    """Whether podman's own process would read a variable of this name (case-insensitively: proxies)."""
+    upper = name.upper()
+    return upper in HOST_ENV_NAMES or upper.startswith(HOST_ENV_PREFIXES)
+
+
 class Refused(Exception):
     """A container the runner will not create (the message becomes its CreateContainerConfigError)."""
 
@@ -177,9 +193,17 @@ class PodRunner:
         args += list(container.get("security") or [])
         args += self.user_option(container)
         env = dict(os.environ)
+        lines = []
         for key, value in container.get("env", {}).items():
-            env[key] = value
-            args.append(f"--env={key}")
+            if "\n" not in value and "\r" not in value:
+                lines.append(f"{key}={value}\n")  # the env file: podman's own environment stays its own
+            elif reaches_host(key):
+                raise Refused(f"env {key[:60]}: a multi-line value under a name podman itself reads")
+            else:  # podman's env file has no multi-line values: by name, from podman's environment
+                env[key] = value
+                args.append(f"--env={key}")
+        if lines:
+            args.append(f"--env-file={self.env_file(container, ''.join(lines))}")
         for m in container.get("mounts", []):
             opts = "ro" if m.get("readOnly") else "rw"
             args.append(f"--volume={self.mount_source(m)}:{m['target']}:{opts}")
@@ -189,6 +213,15 @@ class PodRunner:
             args.append(f"--entrypoint={json.dumps(container['command'])}")
         args += ["--", container["image"], *list(container.get("args") or [])]
         return args, env
+
+    def env_file(self, container: dict[str, Any], text: str) -> Path:
+        """The container's variables for `--env-file` (0600 in the 0700 pod directory; removed after create:
+        it may hold Secret values)."""
+        path = self.dir / f".env-{container['name']}"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return path
 
     def create_failed(self, container: dict[str, Any], reason: str, msg: str) -> None:
         self.set_state(
@@ -211,7 +244,10 @@ class PodRunner:
         except Refused as exc:
             self.create_failed(container, "CreateContainerConfigError", str(exc))
             return None
-        res = self.run_cmd(args, env=env)
+        try:
+            res = self.run_cmd(args, env=env)
+        finally:
+            (self.dir / f".env-{container['name']}").unlink(missing_ok=True)
         if res.returncode != 0:
             msg = (res.stderr.strip().splitlines() or ["podman create failed"])[-1]
             self.create_failed(container, "CreateContainerError", msg)

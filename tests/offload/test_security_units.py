@@ -185,9 +185,13 @@ def test_runner_refuses_a_symlink_out_of_the_pod_dir(tmp_path: Path) -> None:
     sub.symlink_to("/etc")
     with pytest.raises(Refused):
         runner.create_args(main, None)
+    sub.unlink()
+    sub.symlink_to("../../plan.json")  # inside the pod directory, but not inside the volume
+    with pytest.raises(Refused):
+        runner.create_args(main, None)
     runner.create(main)  # reported as the container's CreateContainerConfigError, no podman call
     state = json.loads((pod_dir / "status" / "main.json").read_text())["state"]["terminated"]
-    assert state["reason"] == "CreateContainerConfigError" and "outside" in state["message"]
+    assert state["reason"] == "CreateContainerConfigError" and "outside its volume" in state["message"]
 
 
 def test_security_options_follow_kubernetes_precedence() -> None:

@@ -283,7 +283,8 @@ class PodDirWriter:
             if m.get("subPath"):
                 source = f"{source}/{_safe_rel(m['subPath'], 'subPath')}"
                 if not host:
-                    full = inside(self.dir, self.dir / source, f"container {c['name']}: subPath")
+                    volume_root = self.dir / self.volumes[vol]
+                    full = inside(volume_root, self.dir / source, f"container {c['name']}: subPath")
                     if not full.exists():
                         full.mkdir(parents=True)
             out.append({"source": source, "target": target, "readOnly": bool(m.get("readOnly")), "host": host})

@@ -144,9 +144,15 @@ class PodRunner:
         if m.get("host"):
             source = str(m["source"])
         else:
+            # inside its own volume, not merely the pod directory: a symlink to ../../plan.json or ../../job.sh
+            # would let a container rewrite what the runner or a requeued job reads next
+            parts = Path(m["source"]).parts
+            if len(parts) < 2 or parts[0] != "volumes":
+                raise Refused(f"volume path {m['source']} is not in a volume")
+            root = (self.dir / "volumes" / parts[1]).resolve()
             real = (self.dir / m["source"]).resolve()
-            if real != self.dir and self.dir not in real.parents:
-                raise Refused(f"volume path {m['source']} leads outside the pod's directory")
+            if (real != root and root not in real.parents) or self.dir not in root.parents:
+                raise Refused(f"volume path {m['source']} leads outside its volume")
             source = str(real)
         if any(ch in source for ch in ":,\n") or any(ch in str(m["target"]) for ch in ":,\n"):
             raise Refused(f"mount {m['source']}: ':' or ',' in a path")

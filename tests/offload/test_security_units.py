@@ -24,6 +24,7 @@ from marea.offload.security import SecurityPolicy, check_pod, container_options
 from marea.offload.service import OffloadService
 from marea.offload.state import PodStore
 from marea.offload.wire import WireError, check_depth, parse_create
+from tests.conftest import run_cli
 from tests.offload.conftest import simple_pod
 
 DIGEST = "sha256:" + "a" * 64
@@ -220,3 +221,22 @@ def test_parse_cache_is_bounded_in_bytes(tmp_path: Path) -> None:
     service.status_answer(huge.encode())
     assert huge.encode() not in service.parsed  # larger than one entry may be: never kept
     service.store.close()
+
+
+@pytest.mark.parametrize(
+    ("toml", "words"),
+    [
+        ('[offload]\nrun_options = ["--network=host"]\n', "offload.network"),
+        ('[offload]\nrun_options = ["--net", "host"]\n', "offload.network"),
+        ('[offload]\nnetwork = "bridge"\n', "offload.network"),
+        ('[offload.security]\nallowed_host_paths = ["relative"]\n', "allowed_host_paths"),
+        ('[offload.security]\nallowed_capabilities = ["--privileged"]\n', "allowed_capabilities"),
+    ],
+)
+def test_security_configuration_errors_exit_2(tmp_path: Path, toml: str, words: str) -> None:
+    """The network is one explicit key, and the allowances are checked: bad values are one line and exit 2."""
+    f = tmp_path / "marea.toml"
+    f.write_text(toml)
+    proc = run_cli("config", "check", str(f))
+    assert proc.returncode == 2 and words in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -260,7 +260,26 @@ class OffloadKubernetesSection(_Strict):
 
 
 PODMAN_COMMAND = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
-PODMAN_RUN_OPTIONS = ["--network", "host", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+PODMAN_RUN_OPTIONS = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
+
+
+class OffloadSecuritySection(_Strict):
+    """What a pod may ask for beyond the defaults (docs/security.md). Everything is refused unless allowed here."""
+
+    #: securityContext.privileged: true
+    allow_privileged: bool = False
+    #: securityContext.capabilities.add: only these (names without CAP_, e.g. "NET_BIND_SERVICE"; "ALL" = any)
+    allowed_capabilities: list[Annotated[str, Field(pattern=r"^[A-Z_]{1,40}$")]] = []
+    allow_host_network: bool = False
+    allow_host_pid: bool = False
+    allow_host_ipc: bool = False
+    #: hostPath volumes: only paths under these absolute directories
+    allowed_host_paths: list[Annotated[str, Field(pattern=r"^/[^:,\x00]*$")]] = []
+    #: seccompProfile / appArmorProfile `Unconfined`, procMount `Unmasked`
+    allow_unconfined: bool = False
+    #: containers may run as uid 0 (in the container): Kubernetes' default, and most images' user; when false,
+    #: runAsUser 0 is refused and every container must run as non-root, as if it had runAsNonRoot
+    allow_run_as_root: bool = True
 
 
 class OffloadSection(_Strict):
@@ -278,14 +297,26 @@ class OffloadSection(_Strict):
     refresh_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     #: the podman command line (runtime flags that work in restricted hosts)
     podman: list[str] = PODMAN_COMMAND
-    #: options of every `podman create` (host network: a pod's containers share localhost, as in Kubernetes)
+    #: options of every `podman create` (the network is `network`, not an option here)
     run_options: list[str] = PODMAN_RUN_OPTIONS
+    #: the pod's network (local, slurm, htcondor): "none" = its own network namespace with loopback only,
+    #: shared by its containers; "default" = its own namespace on podman's default network (root: the
+    #: `podman` bridge with NAT; rootless: slirp4netns); "host" = the host's network (no isolation)
+    network: Literal["none", "default", "host"] = "none"
+    security: OffloadSecuritySection = OffloadSecuritySection()
     grace_s: Annotated[int, Field(ge=0, le=300)] = 5
     #: pods the virtual node accepts (the ping's `pods`)
     max_pods: Annotated[int, Field(ge=1)] = 110
     #: python3 on the nodes that runs the pod runner (default: the server's interpreter; `python3` for htcondor)
     python: str = ""
     kubernetes: OffloadKubernetesSection = OffloadKubernetesSection()
+
+    @model_validator(mode="after")
+    def _network_is_one_key(self) -> OffloadSection:
+        for opt in self.run_options:
+            if opt.split("=", 1)[0] in ("--network", "--net"):
+                raise ValueError("run_options: the network is chosen by offload.network, not by a podman option")
+        return self
 
 
 class MareaConfig(_Strict):

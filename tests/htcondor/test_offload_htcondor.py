@@ -20,6 +20,7 @@ import pytest
 from marea.batch.htcondor import HTCondorBatch
 from marea.config import HTCondorSection
 from marea.model import Flavour
+from marea.offload.backends.local import server_id
 from tests.conftest import wait_until
 from tests.htcondor.conftest import ROOTFS_PODMAN, SUBNET, CondorTestbed, load_pod_image
 from tests.offload.conftest import (
@@ -36,6 +37,7 @@ from tests.offload.conftest import (
     states,
     wait_for,
 )
+from tests.offload.hostile import MARK, assert_all_refused, assert_nothing_escaped, files_under, send_corpus
 
 pytestmark = [pytest.mark.htcondor, pytest.mark.podman]
 
@@ -214,3 +216,26 @@ def test_unreachable_pool_is_a_clear_502_and_leaves_nothing(tmp_path: Path, cond
         assert server.client.get("/healthz").status_code == 200
     finally:
         server.stop()
+
+
+def test_hostile_corpus_htcondor(condor_server: Server, condor: CondorTestbed) -> None:
+    """The hostile corpus (tests/offload/hostile.py): every request a 4xx, no file outside the pod directory,
+    and no job ever submitted by this server (the schedd's queue and history, asked through the bindings,
+    hold no job of its id and none carrying the corpus' marker)."""
+    before_files = files_under(condor_server.workdir)
+    answers = send_corpus(condor_server)
+    assert_all_refused(answers)
+    assert_nothing_escaped(condor_server, before_files)
+    mine = f'MareaOffloadServer == "{server_id(condor_server.workdir / "state" / "pods")}"'
+    projection = ["ClusterId", "Cmd", "Args", "Iwd", "JobBatchName", "MareaPodUid", "TransferInput"]
+
+    def go(h: Any) -> tuple[list[Any], list[Any], list[Any]]:
+        schedd = condor.schedd(h)
+        queued = list(schedd.query(constraint=mine, projection=projection))
+        done = list(schedd.history(constraint=mine, projection=projection, match=10))
+        everything = list(schedd.query(constraint="true", projection=projection))
+        return queued, done, everything
+
+    queued, done, everything = condor.call(go)
+    assert queued == [] and done == []
+    assert MARK not in repr([dict(ad) for ad in everything])

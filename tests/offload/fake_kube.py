@@ -29,6 +29,8 @@ class FakeKube:
         self.requests: list[tuple[str, str, str]] = []  # method, path, query
         self.logs: dict[tuple[str, str, str], list[str]] = {}  # (ns, pod, container) -> lines
         self.follow_delay = 0.3
+        #: when set, every log read answers this HTTP status (an API server or kubelet failing)
+        self.log_error = 0
         self.version = 100
         self.events: list[tuple[int, str, dict[str, Any]]] = []  # pod watch events: (resourceVersion, type, pod)
         self.app = Starlette(
@@ -165,6 +167,9 @@ class FakeKube:
         if (denied := self._auth(request)) is not None:
             return denied
         q = request.query_params
+        if self.log_error:
+            body = {"kind": "Status", "code": self.log_error, "message": "kubelet unreachable"}
+            return JSONResponse(body, self.log_error)
         lines = self.logs.get((request.path_params["ns"], request.path_params["name"], q.get("container", "")))
         if lines is None:
             return JSONResponse({"kind": "Status", "code": 404, "message": "container not found"}, 404)

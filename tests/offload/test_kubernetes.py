@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
+import subprocess
 import threading
 import time
 import uuid
@@ -259,3 +261,71 @@ def test_follow_ends_when_client_goes_away(kube_server: Server, fake_kube: FakeK
     assert not t.is_alive() and "line 0" in "".join(got)
     assert kube_server.client.get("/healthz").status_code == 200
     kube_server.delete(req["pod"])
+
+
+def test_failed_remote_log_read_is_an_error_status(kube_server: Server, fake_kube: FakeKube) -> None:
+    """A log read the remote cluster fails is a 502 (a 404 when it says not found), never a 200 whose body
+    is the error; with Follow too (the answer waits for the remote stream to open)."""
+    req = load_create(str(uuid.uuid4()))
+    pod = req["pod"]
+    assert kube_server.create(req).status_code == 200
+    ns, name = kube_server.create(req).json()["PodJID"].split("/")
+    r = kube_server.logs(pod, "main")  # the fake has no log for it: the API server's 404
+    assert r.status_code == 404 and "not found" in r.text
+    fake_kube.logs[(ns, name, "main")] = ["one"]
+    assert kube_server.logs(pod, "main").text == "one\n"
+    fake_kube.log_error = 500
+    for follow in (False, True):
+        r = kube_server.logs(pod, "main", Follow=follow)
+        assert r.status_code == 502 and "HTTP 500" in r.text and "one" not in r.text, (follow, r.text)
+    fake_kube.log_error = 0
+    assert kube_server.logs(pod, "main", Follow=True).text == "one\n"
+    assert kube_server.delete(pod).status_code == 200
+
+
+def _client_cert(tmp: Path) -> tuple[str, str, str]:
+    """A self-signed CA-less client certificate and key (openssl), base64 as a kubeconfig embeds them."""
+    key, crt = tmp / "k.pem", tmp / "c.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(crt),
+         "-days", "1", "-subj", "/CN=marea-test"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    b64 = [base64.b64encode(p.read_bytes()).decode() for p in (crt, key)]
+    return b64[0], b64[1], b64[0]
+
+
+def test_embedded_key_files_do_not_outlive_the_server(
+    tmp_path: Path, fake_kube: FakeKube, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kubeconfig with an embedded client key and CA: the server loads them and leaves no file of them in
+    its temporary directory, neither while it runs nor after it is killed with SIGKILL (no cleanup runs)."""
+    cert, key, ca = _client_cert(tmp_path)
+    doc = json.loads(fake_kube.kubeconfig())
+    doc["users"][0]["user"].update({"client-certificate-data": cert, "client-key-data": key})
+    doc["clusters"][0]["cluster"]["certificate-authority-data"] = ca
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps(doc))
+    private_tmp = tmp_path / "tmpdir"
+    private_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
+    toml = f"""
+[offload]
+backend = "kubernetes"
+socket = "@SOCK@"
+state_dir = "@STATE@"
+[offload.kubernetes]
+kubeconfig = "{kubeconfig}"
+"""
+    server = Server(tmp_path, toml).start()
+    try:
+        req = load_create(str(uuid.uuid4()))
+        assert server.create(req).status_code == 200  # the backend is up and talking (http: no TLS here)
+        assert list(private_tmp.iterdir()) == []
+        key_text = base64.b64decode(key)
+        leftovers = [p for p in Path("/tmp").glob("marea-kube-*") if p.is_file() and p.read_bytes() == key_text]
+        assert leftovers == []
+        server.kill()
+        assert list(private_tmp.iterdir()) == []
+    finally:
+        server.stop()

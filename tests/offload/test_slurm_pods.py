@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from marea.batch.slurm import parse_demand
 from marea.model import Resources
 from tests.offload.conftest import (
+    SLURM_TOML,
     LogFollower,
     Server,
     all_terminated,
@@ -29,6 +31,7 @@ from tests.offload.conftest import (
     states,
     wait_for,
 )
+from tests.offload.hostile import MARK, assert_all_refused, assert_nothing_escaped, files_under, send_corpus
 
 pytestmark = [pytest.mark.slurm, pytest.mark.podman]
 
@@ -100,3 +103,41 @@ def test_pending_pod_is_demand_and_delete_cancels_it(slurm_server: Server) -> No
 
 def test_server_restart_while_job_runs(slurm_server: Server) -> None:
     check_server_restart_while_pod_runs(slurm_server, timeout=60)
+
+
+def all_jobs_text() -> str:
+    """What Slurm itself knows of every job (squeue and scontrol), to search for the corpus' marker."""
+    return slurm_client("squeue", "--json") + slurm_client("scontrol", "show", "jobs", "--oneliner")
+
+
+def test_hostile_corpus_slurm(slurm_server: Server) -> None:
+    """The hostile corpus (tests/offload/hostile.py): every request a 4xx, no file outside the pod directory,
+    and no job submitted (checked with squeue and scontrol: no new job id, nothing carrying the marker)."""
+    before_jobs = {j["job_id"] for j in json.loads(slurm_client("squeue", "--json"))["jobs"]}
+    before_files = files_under(slurm_server.workdir)
+    answers = send_corpus(slurm_server)
+    assert_all_refused(answers)
+    assert_nothing_escaped(slurm_server, before_files)
+    after_jobs = {j["job_id"] for j in json.loads(slurm_client("squeue", "--json"))["jobs"]}
+    assert after_jobs <= before_jobs
+    assert MARK not in all_jobs_text()
+
+
+def test_state_dir_with_a_space_and_shell_characters(tmp_path: Path, slurm_cluster: dict[str, str]) -> None:
+    """The job script quotes every word: a state directory with a space, a quote and `$(...)` in its name
+    runs the pod, and the `$(...)` is never run."""
+    sentinel = Path("/tmp/marea-slurm-space-pwned")
+    sentinel.unlink(missing_ok=True)
+    toml = SLURM_TOML.replace('"@STATE@"', f"\"@STATE@ with space 'q' $(touch {sentinel})\"")
+    server = Server(tmp_path, toml).start()
+    try:
+        req = simple_pod(str(uuid.uuid4()), "echo hello from a spaced dir")
+        r = server.create(req)
+        assert r.status_code == 200, r.text
+        final = wait_for(server, req["pod"], all_terminated, timeout=60)[-1]
+        assert final["containers"][0]["state"]["terminated"]["exitCode"] == 0, final
+        assert server.logs(req["pod"], "main").text == "hello from a spaced dir\n"
+        assert not sentinel.exists()
+        assert server.delete(req["pod"]).status_code == 200
+    finally:
+        server.stop()

@@ -63,19 +63,48 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 _TEXT_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
 #: a pod with its ConfigMaps and Secrets (each at most 1 MiB in Kubernetes) fits many times over
 MAX_BODY = 64 << 20
+ROUTES = ("/create", "/status", "/getLogs", "/delete", "/pinglink", "/healthz", "/metrics")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(receive: Callable[[], Awaitable[Any]], limit: int) -> bytes | None:
+    """The whole request body, counted as it streams (Content-Length or chunked alike): BodyTooLarge past
+    `limit` bytes, None if the client went away."""
+    chunks = []
+    size = 0
+    more = True
+    while more:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            return None
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+        more = msg.get("more_body", False)
+    return b"".join(chunks)
 
 
 class StatusFastPath:
-    """/status as a pure ASGI handler in front of FastAPI.
+    """/status as a pure ASGI handler in front of FastAPI, and the body limit of every route.
 
-    It is the hot path (interLink polls every 5 s per pod), and Starlette's routing and Request/Response
+    /status is the hot path (interLink polls every 5 s per pod), and Starlette's routing and Request/Response
     objects would cost more than the answer itself, which is one parse of the pod and one lookup in the status
     cache. The ping (`[]`) is answered here too, from the backend's capacity.
+
+    Every request body is read here, counting bytes as they arrive, so `max_body` holds for a chunked body as
+    for one with a Content-Length (which alone would be the client's word); the other routes get the body
+    replayed, then the real `receive` (a streamed log still sees the client go away).
     """
 
-    def __init__(self, app: ASGIApp, service: OffloadService) -> None:
+    def __init__(self, app: ASGIApp, service: OffloadService, max_body: int = MAX_BODY) -> None:
         self.app = app
         self.service = service
+        self.max_body = max_body
         self.ok = service.metrics.requests.labels("/status", "200")
 
     async def __call__(
@@ -84,22 +113,32 @@ class StatusFastPath:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        too_large = f"request body too large (max {self.max_body} bytes)".encode()
         for key, value in scope.get("headers", ()):
-            if key == b"content-length" and value.isdigit() and int(value) > MAX_BODY:
-                await _answer(send, 413, _TEXT_HEADERS, f"request body too large (max {MAX_BODY >> 20} MiB)".encode())
+            if key == b"content-length" and value.isdigit() and int(value) > self.max_body:
+                await _answer(send, 413, _TEXT_HEADERS, too_large)
                 return
-        if scope["path"] != "/status" or scope["method"] not in ("GET", "POST"):
-            await self.app(scope, receive, send)
+        try:
+            body = await read_body(receive, self.max_body)
+        except BodyTooLarge:
+            path = scope["path"] if scope["path"] in ROUTES else "other"  # bounded label values
+            self.service.metrics.requests.labels(path, "413").inc()
+            await _answer(send, 413, _TEXT_HEADERS, too_large)
             return
-        chunks = []
-        more = True
-        while more:
-            msg = await receive()
-            if msg["type"] == "http.disconnect":
-                return
-            chunks.append(msg.get("body", b""))
-            more = msg.get("more_body", False)
-        body = b"".join(chunks)
+        if body is None:
+            return
+        if scope["path"] != "/status" or scope["method"] not in ("GET", "POST"):
+            replayed = False
+
+            async def replay() -> Any:
+                nonlocal replayed
+                if not replayed:
+                    replayed = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+            await self.app(scope, replay, send)
+            return
         try:
             answer = self.service.status_answer(body)
         except WireError as exc:
@@ -128,7 +167,14 @@ async def _answer(
     await send({"type": "http.response.body", "body": body})
 
 
-def create_app(service: OffloadService, token: str | None = None) -> ASGIApp:
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    async for chunk in rest:
+        yield chunk
+
+
+def create_app(service: OffloadService, token: str | None = None, max_body: int = MAX_BODY) -> ASGIApp:
     """The ASGI application uvicorn serves: [bearer auth] -> /status fast path -> the FastAPI app."""
 
     @asynccontextmanager
@@ -174,10 +220,13 @@ def create_app(service: OffloadService, token: str | None = None) -> ASGIApp:
     async def get_logs(request: Request) -> Response:
         req = parse_logs(await request.body())
         stream = service.logs(req)
-        count.labels("/getLogs", "200").inc()
         if req.follow:
-            return StreamingResponse(stream, media_type="text/plain")
+            # the first chunk before the 200: a backend that cannot open the log raises here, not mid-stream
+            first = await anext(stream, b"")
+            count.labels("/getLogs", "200").inc()
+            return StreamingResponse(_prepend(first, stream), media_type="text/plain")
         chunks = [c async for c in stream]
+        count.labels("/getLogs", "200").inc()
         return Response(b"".join(chunks), media_type="text/plain")
 
     async def delete(request: Request) -> Response:
@@ -201,5 +250,5 @@ def create_app(service: OffloadService, token: str | None = None) -> ASGIApp:
     app.add_route("/metrics", metrics, methods=["GET"])
     # /status (and its `[]` ping) is served by StatusFastPath, outside FastAPI's middleware stack: on the hot
     # path every layer counts
-    outer: ASGIApp = StatusFastPath(app, service)  # type: ignore[arg-type]
+    outer: ASGIApp = StatusFastPath(app, service, max_body)  # type: ignore[arg-type]
     return BearerAuth(outer, token) if token else outer

@@ -88,6 +88,7 @@ async def follow_log(
     pending: list[str] = []
     offset = 0
     first = True
+    first_chunk = True
     while True:
         done = finished()
         try:
@@ -116,7 +117,8 @@ async def follow_log(
         out = render(entries, req.timestamps)
         if req.limit_bytes:
             out = out[: max(0, req.limit_bytes - sent)]
-        if out:
+        if out or first_chunk:  # the first read is always yielded (maybe empty): the caller opens with it
+            first_chunk = False
             sent += len(out)
             yield out
         if (req.limit_bytes and sent >= req.limit_bytes) or (done and not data[cut:]):

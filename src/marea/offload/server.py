@@ -16,6 +16,7 @@ import uvicorn
 from marea.config import MareaConfig
 from marea.offload.app import ASGIApp, create_app
 from marea.offload.backends.base import Backend
+from marea.offload.security import SecurityPolicy
 from marea.offload.service import OffloadService
 from marea.offload.state import PodStore
 
@@ -45,7 +46,12 @@ def build_app(cfg: MareaConfig, backend_name: str, token: str | None) -> ASGIApp
     state_dir = cfg.path(cfg.offload.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     backend = make_backend(cfg, backend_name, state_dir)
-    service = OffloadService(backend, PodStore(state_dir / "offload.db"), cfg.offload.refresh_s)
+    service = OffloadService(
+        backend,
+        PodStore(state_dir / "offload.db"),
+        cfg.offload.refresh_s,
+        security=SecurityPolicy.from_config(cfg.offload.security),
+    )
     return create_app(service, token)
 
 

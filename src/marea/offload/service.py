@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from marea.offload.backends.base import Backend, BackendError, PodStatuses, terminated_pod, waiting_pod
 from marea.offload.quantity import QuantityError, pod_request
+from marea.offload.security import SecurityPolicy, check_pod
 from marea.offload.state import PodRecord, PodStore
 from marea.offload.wire import (
     CreateRequest,
@@ -49,19 +50,36 @@ class Metrics:
         )
 
 
+#: the parse cache's memory budget (bodies it keeps plus an estimate of the references), and the largest body
+#: it keeps: a status poll carries one pod of a few kB, so 64 MiB holds about 16,000 of them
+PARSE_CACHE_BYTES = 64 << 20
+PARSE_CACHE_ENTRY_MAX = 1 << 20
+#: bytes counted per parsed pod reference on top of the body (a PodRef and its three strings)
+REF_COST = 400
+
+
 class OffloadService:
     def __init__(
-        self, backend: Backend, store: PodStore, refresh_s: float = 2.0, parse_cache_size: int = 16384
+        self,
+        backend: Backend,
+        store: PodStore,
+        refresh_s: float = 2.0,
+        parse_cache_size: int = 16384,
+        security: SecurityPolicy | None = None,
+        parse_cache_bytes: int = PARSE_CACHE_BYTES,
     ) -> None:
         self.backend = backend
         self.store = store
         self.refresh_s = refresh_s
+        self.security = security or SecurityPolicy()
         self.records: dict[str, PodRecord] = {}
         self.statuses: dict[str, PodStatuses] = {}
         self.cache: dict[str, bytes] = {}
-        #: raw /status body -> the pod references in it (see status_answer)
+        #: raw /status body -> the pod references in it (see status_answer); bounded in entries and in bytes
         self.parsed: dict[bytes, tuple[PodRef, ...]] = {}
         self.parse_cache_size = parse_cache_size
+        self.parse_cache_bytes = parse_cache_bytes
+        self.parsed_bytes = 0
         self.locks: dict[str, asyncio.Lock] = {}
         self.metrics = Metrics()
         self._task: asyncio.Task[None] | None = None
@@ -144,6 +162,7 @@ class OffloadService:
                 pod_request(req.pod)
             except QuantityError as exc:
                 raise WireError(422, f"pod resources: {exc}") from None
+            check_pod(req.pod, self.security)  # before anything exists: the same refusals on every backend
             init, apps = container_names(req.pod)
             rec = PodRecord(
                 uid=uid,
@@ -200,10 +219,7 @@ class OffloadService:
             if not pods:
                 return None
             refs = tuple(ref for ref, _ in pods)
-            if self.parse_cache_size:
-                if len(self.parsed) >= self.parse_cache_size:
-                    del self.parsed[next(iter(self.parsed))]
-                self.parsed[body] = refs
+            self._remember(body, refs)
         parts = []
         for ref in refs:
             cached = self.cache.get(ref.uid)
@@ -211,6 +227,19 @@ class OffloadService:
                 return self.status_body(parse_pod_list(body))
             parts.append(cached)
         return b"[" + b",".join(parts) + b"]"
+
+    def _remember(self, body: bytes, refs: tuple[PodRef, ...]) -> None:
+        """Keep a parsed body, oldest out first, within `parse_cache_size` entries and `parse_cache_bytes`."""
+        cost = len(body) + REF_COST * len(refs)
+        if not self.parse_cache_size or cost > min(PARSE_CACHE_ENTRY_MAX, self.parse_cache_bytes):
+            return
+        while self.parsed and (
+            len(self.parsed) >= self.parse_cache_size or self.parsed_bytes + cost > self.parse_cache_bytes
+        ):
+            old = next(iter(self.parsed))
+            self.parsed_bytes -= len(old) + REF_COST * len(self.parsed.pop(old))
+        self.parsed[body] = refs
+        self.parsed_bytes += cost
 
     def status_body(self, pods: list[tuple[PodRef, dict[str, Any]]]) -> bytes:
         parts = []

@@ -18,17 +18,14 @@ from typing import Any
 
 import orjson
 
+from marea.offload import grammar
+from marea.offload.wire_error import WireError as WireError
+
 #: interLink's unset time.Time
 ZERO_TIME = "0001-01-01T00:00:00Z"
-
-
-class WireError(Exception):
-    """A request marea cannot serve; `status` is the HTTP code, the message is the whole response body."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
+#: nesting a create request may have: a v1.Pod is about 10 deep; the limit keeps every later recursive walk
+#: (deepcopy, json.dumps) far from Python's recursion limit, so a deep document is a 422, never a 500
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -100,9 +97,28 @@ def pod_ref(pod: Any, what: str = "pod") -> PodRef:
     uid = _str(meta.get("uid"), f"{what}.metadata.uid")
     name = _str(meta.get("name"), f"{what}.metadata.name")
     namespace = _str(meta.get("namespace", "default"), f"{what}.metadata.namespace")
-    if len(uid) > 128 or "/" in uid or uid in {".", ".."}:
-        raise WireError(422, f"{what}.metadata.uid is not a valid uid")
+    grammar.uid(uid, f"{what}.metadata.uid")
+    grammar.dns_subdomain(name, f"{what}.metadata.name")
+    grammar.dns_label(namespace, f"{what}.metadata.namespace")
     return PodRef(uid=uid, name=name, namespace=namespace)
+
+
+def check_depth(doc: Any, limit: int = MAX_DEPTH) -> None:
+    """Refuse documents nested deeper than `limit` (iteratively: the check itself cannot overflow)."""
+    stack: list[tuple[Any, int]] = [(doc, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            raise WireError(422, f"request nested deeper than {limit} levels")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values() if isinstance(v, dict | list))
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node if isinstance(v, dict | list))
+
+
+def _no_nul(values: list[str], what: str) -> None:
+    if any("\x00" in v for v in values):
+        raise WireError(422, f"{what} must not contain a NUL character")
 
 
 def check_spec(pod: dict[str, Any]) -> None:
@@ -117,22 +133,86 @@ def check_spec(pod: dict[str, Any]) -> None:
         if not isinstance(items, list):
             raise WireError(422, f"pod.spec.{kind} must be a list")
         for i, c in enumerate(items):
-            c = _obj(c, f"pod.spec.{kind}[{i}]")
-            name = _str(c.get("name"), f"pod.spec.{kind}[{i}].name")
-            _str(c.get("image"), f"pod.spec.{kind}[{i}].image")
+            where = f"pod.spec.{kind}[{i}]"
+            c = _obj(c, where)
+            name = grammar.dns_label(c.get("name"), f"{where}.name")
+            grammar.image(c.get("image"), f"{where}.image")
             if name in seen:
                 raise WireError(422, f"container name {name!r} is used twice")
             seen.add(name)
             for key in ("command", "args"):
                 v = c.get(key)
                 if v is not None and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
-                    raise WireError(422, f"pod.spec.{kind}[{i}].{key} must be a list of strings")
+                    raise WireError(422, f"{where}.{key} must be a list of strings")
+                _no_nul(v or [], f"{where}.{key}")
+            if c.get("workingDir"):
+                grammar.container_path(c["workingDir"], f"{where}.workingDir", separators=False)
             env = c.get("env")
             if env is not None and not (isinstance(env, list) and all(isinstance(e, dict) for e in env)):
-                raise WireError(422, f"pod.spec.{kind}[{i}].env must be a list of objects")
+                raise WireError(422, f"{where}.env must be a list of objects")
+            for j, e in enumerate(env or []):
+                grammar.env_name(e.get("name"), f"{where}.env[{j}].name")
+                value = e.get("value")
+                if value is not None and not isinstance(value, str):
+                    raise WireError(422, f"{where}.env[{j}].value must be a string")
+                _no_nul([value or ""], f"{where}.env[{j}].value")
+            env_from = c.get("envFrom")
+            if env_from is not None and not (isinstance(env_from, list) and all(isinstance(e, dict) for e in env_from)):
+                raise WireError(422, f"{where}.envFrom must be a list of objects")
+            for j, e in enumerate(env_from or []):
+                if e.get("prefix"):
+                    grammar.env_name(e["prefix"], f"{where}.envFrom[{j}].prefix")
+            mounts = c.get("volumeMounts")
+            if mounts is not None and not (isinstance(mounts, list) and all(isinstance(m, dict) for m in mounts)):
+                raise WireError(422, f"{where}.volumeMounts must be a list of objects")
+            for j, m in enumerate(mounts or []):
+                grammar.container_path(m.get("mountPath"), f"{where}.volumeMounts[{j}].mountPath")
+                if m.get("subPath"):
+                    grammar.relative_path(m["subPath"], f"{where}.volumeMounts[{j}].subPath")
     vols = spec.get("volumes") or []
-    if not isinstance(vols, list) or not all(isinstance(v, dict) and isinstance(v.get("name"), str) for v in vols):
+    if not isinstance(vols, list) or not all(isinstance(v, dict) for v in vols):
         raise WireError(422, "pod.spec.volumes must be a list of objects with a name")
+    for i, v in enumerate(vols):
+        grammar.dns_label(v.get("name"), f"pod.spec.volumes[{i}].name")
+        check_volume_files(v, f"pod.spec.volumes[{i}]")
+
+
+def _mode(value: Any, what: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 0o777):
+        raise WireError(422, f"{what} must be a file mode between 0 and 0777")
+
+
+def _items(source: Any, what: str) -> None:
+    """defaultMode and items (key -> relative path, mode) of a configMap / secret / downwardAPI source."""
+    if not isinstance(source, dict):
+        raise WireError(422, f"{what} must be an object")
+    _mode(source.get("defaultMode"), f"{what}.defaultMode")
+    items = source.get("items") or []
+    if not isinstance(items, list) or not all(isinstance(it, dict) for it in items):
+        raise WireError(422, f"{what}.items must be a list of objects")
+    for j, it in enumerate(items):
+        grammar.relative_path(it.get("path") or it.get("key"), f"{what}.items[{j}].path")
+        _mode(it.get("mode"), f"{what}.items[{j}].mode")
+
+
+def check_volume_files(v: dict[str, Any], what: str) -> None:
+    """The file names and modes a volume asks for, for every backend (the remote API server would refuse
+    them too, but never reached is better than refused there)."""
+    for kind in ("configMap", "secret", "downwardAPI"):
+        if kind in v:
+            _items(v[kind], f"{what}.{kind}")
+    if "projected" in v:
+        proj = v["projected"]
+        if not isinstance(proj, dict):
+            raise WireError(422, f"{what}.projected must be an object")
+        _mode(proj.get("defaultMode"), f"{what}.projected.defaultMode")
+        sources = proj.get("sources") or []
+        if not isinstance(sources, list) or not all(isinstance(x, dict) for x in sources):
+            raise WireError(422, f"{what}.projected.sources must be a list of objects")
+        for j, src in enumerate(sources):
+            for kind in ("configMap", "secret", "downwardAPI"):
+                if kind in src:
+                    _items(src[kind], f"{what}.projected.sources[{j}].{kind}")
 
 
 def _named_objects(items: Any, what: str) -> dict[str, dict[str, Any]]:
@@ -144,11 +224,13 @@ def _named_objects(items: Any, what: str) -> dict[str, dict[str, Any]]:
     for i, obj in enumerate(items):
         obj = _obj(obj, f"{what}[{i}]")
         meta = _obj(obj.get("metadata") or {}, f"{what}[{i}].metadata")
-        name = _str(meta.get("name"), f"{what}[{i}].metadata.name")
+        name = grammar.dns_subdomain(meta.get("name"), f"{what}[{i}].metadata.name")
         for key in ("data", "stringData", "binaryData"):
             data = obj.get(key)
             if data is not None and not (isinstance(data, dict) and all(isinstance(v, str) for v in data.values())):
                 raise WireError(422, f"{what}[{i}].{key} must map keys to strings")
+            for k in data or {}:
+                grammar.config_key(k, f"{what}[{i}].{key} key")
         out[name] = obj
     return out
 
@@ -156,6 +238,7 @@ def _named_objects(items: Any, what: str) -> dict[str, dict[str, Any]]:
 def parse_create(body: bytes) -> list[CreateRequest]:
     """One InterlinkRetrievedPodData (0.5+) or a list of them (0.4.x)."""
     doc = load_json(body)
+    check_depth(doc)
     items = doc if isinstance(doc, list) else [doc]
     if not items:
         raise WireError(422, "create request holds no pod")
@@ -237,7 +320,7 @@ def parse_time(value: str) -> datetime | None:
 
 def parse_logs(body: bytes) -> LogRequest:
     doc = _obj(load_json(body), "log request")
-    uid = _str(doc.get("PodUID"), "PodUID")
+    uid = grammar.uid(doc.get("PodUID"), "PodUID")
     name = _str(doc.get("PodName"), "PodName", required=False)
     ns = _str(doc.get("Namespace"), "Namespace", required=False)
     container = _str(doc.get("ContainerName"), "ContainerName")

@@ -14,6 +14,7 @@ from marea.config import MareaConfig
 from marea.offload.backends.base import Backend, PodStatuses
 from marea.offload.backends.local import server_id
 from marea.offload.backends.runnerfiles import lose_unfinished
+from marea.offload.security import SecurityPolicy
 from marea.offload.state import PodRecord
 
 #: how long a job may be missing from the batch system, with no result, before its pod is declared lost
@@ -40,6 +41,10 @@ class BatchJobBackend(Backend):
         self.final: dict[str, PodStatuses] = {}
         #: when a job was first missing from the batch system (it is declared lost after a while)
         self.missing_since: dict[str, float] = {}
+
+    @property
+    def policy(self) -> SecurityPolicy:
+        return SecurityPolicy.from_config(self.settings.security)
 
     def pod_dir(self, rec: PodRecord) -> Path:
         return Path(rec.objects.get("dir") or self.pods_dir / rec.uid)

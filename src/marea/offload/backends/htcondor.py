@@ -142,7 +142,9 @@ class HTCondorBackend(BatchJobBackend):
 
     def create(self, req: CreateRequest, rec: PodRecord) -> None:
         pod_dir = self.pods_dir / rec.uid
-        PodDirWriter(req, pod_dir).write(self.settings.podman, self.settings.run_options, self.settings.grace_s)
+        PodDirWriter(req, pod_dir).write(
+            self.settings.podman, self.settings.run_options, self.settings.grace_s, self.settings.network, self.policy
+        )
         (pod_dir / "volumes").mkdir(exist_ok=True)
         shutil.copyfile(runner_module.__file__, pod_dir / RUNNER_FILE)
         script = pod_dir / "job.sh"

@@ -9,7 +9,6 @@ from the API server's log endpoint, follow included (streamed).
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
 import os
@@ -45,7 +44,12 @@ log = logging.getLogger("marea.offload.kubernetes")
 
 
 class KubeConfig:
-    """The parts of a kubeconfig marea uses: server, CA, and a bearer token or a client certificate."""
+    """The parts of a kubeconfig marea uses: server, CA, and a bearer token or a client certificate.
+
+    Embedded CA data is loaded from memory; an embedded client certificate and key must pass through files
+    (Python's ssl loads a chain only from files): they are written into a fresh 0700 directory, loaded, and
+    deleted before the constructor returns, so no key file outlives it, whatever happens to the process later.
+    """
 
     def __init__(self, path: Path, context: str = "") -> None:
         try:
@@ -64,30 +68,40 @@ class KubeConfig:
         self.token: str = str(user.get("token", ""))
         self.verify: ssl.SSLContext | bool = True
         self.namespace: str = str(ctx.get("namespace", ""))
-        self._tmp: list[str] = []
+        try:
+            self._tls(path, cluster, user)
+        except (OSError, ssl.SSLError, ValueError) as exc:  # binascii.Error is a ValueError
+            raise BackendError(f"{path}: cannot load its TLS settings: {exc.__class__.__name__}") from None
+
+    def _tls(self, path: Path, cluster: dict[str, Any], user: dict[str, Any]) -> None:
         if cluster.get("insecure-skip-tls-verify"):
             self.verify = False
-        elif cluster.get("certificate-authority-data") or cluster.get("certificate-authority"):
-            ca = self._file(cluster, "certificate-authority")
-            self.verify = ssl.create_default_context(cafile=ca)
+        elif cluster.get("certificate-authority-data"):
+            ca = base64.b64decode(cluster["certificate-authority-data"]).decode()
+            self.verify = ssl.create_default_context(cadata=ca)
+        elif cluster.get("certificate-authority"):
+            self.verify = ssl.create_default_context(cafile=str(cluster["certificate-authority"]))
         if user.get("client-certificate-data") or user.get("client-certificate"):
             ctx_ssl = self.verify if isinstance(self.verify, ssl.SSLContext) else ssl.create_default_context()
-            ctx_ssl.load_cert_chain(self._file(user, "client-certificate"), self._file(user, "client-key"))
+            with tempfile.TemporaryDirectory(prefix="marea-kube-") as tmp:  # 0700, removed on leaving
+                ctx_ssl.load_cert_chain(
+                    _key_file(user, "client-certificate", Path(tmp)), _key_file(user, "client-key", Path(tmp))
+                )
             self.verify = ctx_ssl
 
-    def _file(self, section: dict[str, Any], key: str) -> str:
-        if section.get(f"{key}-data"):
-            fd, name = tempfile.mkstemp(prefix="marea-kube-")
-            with os.fdopen(fd, "wb") as f:
-                f.write(base64.b64decode(section[f"{key}-data"]))
-            self._tmp.append(name)
-            return name
-        return str(section[key])
-
     def close(self) -> None:
-        for name in self._tmp:
-            with contextlib.suppress(OSError):
-                os.unlink(name)
+        """Nothing to remove: no file is kept (see the class docstring)."""
+
+
+def _key_file(section: dict[str, Any], key: str, tmp: Path) -> str:
+    """The path of a certificate or key: as configured, or written (0600) into `tmp` from its `-data`."""
+    if section.get(f"{key}-data"):
+        name = tmp / key
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(base64.b64decode(section[f"{key}-data"]))
+        return str(name)
+    return str(section[key])
 
 
 def _named(items: Any, name: str, what: str, path: Path) -> dict[str, Any]:
@@ -215,6 +229,13 @@ class KubernetesBackend(Backend):
         return self._stream(url, params)
 
     async def _stream(self, url: str, params: dict[str, str]) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._remote_log(url, params):
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise BackendError(f"remote log read failed: {exc.__class__.__name__}") from None
+
+    async def _remote_log(self, url: str, params: dict[str, str]) -> AsyncIterator[bytes]:
         async with (
             httpx.AsyncClient(
                 base_url=self.kc.server,
@@ -224,10 +245,16 @@ class KubernetesBackend(Backend):
             ) as client,
             client.stream("GET", url, params=params) as r,
         ):
-            if r.status_code != 200:
-                body = (await r.aread())[:200].decode(errors="replace")
-                yield f"remote log error: HTTP {r.status_code} {body}\n".encode()
-                return
+            if r.status_code != 200:  # an error status, never a 200 carrying the error as log text
+                raw = (await r.aread())[:2000]
+                try:
+                    msg = str(json.loads(raw).get("message", ""))[:200]
+                except (ValueError, AttributeError):
+                    msg = raw[:200].decode(errors="replace")
+                if r.status_code == 404:
+                    raise WireError(404, f"remote cluster: log not found: {msg}")
+                raise BackendError(f"remote log read failed: HTTP {r.status_code} {msg}")
+            yield b""  # opened: the caller may answer 200 now
             async for chunk in r.aiter_bytes():
                 yield chunk
 

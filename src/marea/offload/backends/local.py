@@ -31,6 +31,7 @@ from marea.offload.backends.runnerfiles import (
 )
 from marea.offload.podspec import PodDirWriter
 from marea.offload.quantity import pod_request
+from marea.offload.security import SecurityPolicy
 from marea.offload.state import PodRecord
 from marea.offload.wire import CreateRequest, LogRequest
 
@@ -58,8 +59,12 @@ class PodmanMixin:
     #: label value that tells this server's containers from those of other servers on the same host
     server_id: str
 
+    @property
+    def policy(self) -> SecurityPolicy:
+        return SecurityPolicy.from_config(self.settings.security)
+
     def run_options(self) -> list[str]:
-        return [*self.settings.run_options, "--label", f"marea.offload.server={self.server_id}"]
+        return [*self.settings.run_options, f"--label=marea.offload.server={self.server_id}"]
 
     def podman(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -81,8 +86,8 @@ class PodmanMixin:
     def remove_containers(self, uid: str) -> None:
         res = self.podman("ps", "-a", "-q", "--filter", f"label=marea.offload.pod={uid}")
         ids = res.stdout.split()
-        if ids:
-            self.podman("rm", "-f", "--ignore", *ids)
+        if ids:  # --depend: the containers that share the first one's network namespace too
+            self.podman("rm", "-f", "--depend", "--ignore", *ids)
 
 
 class LocalBackend(PodmanMixin, Backend):
@@ -104,7 +109,9 @@ class LocalBackend(PodmanMixin, Backend):
     def create(self, req: CreateRequest, rec: PodRecord) -> None:
         want = pod_request(req.pod)
         pod_dir = self.pods_dir / rec.uid
-        PodDirWriter(req, pod_dir).write(self.settings.podman, self.run_options(), self.settings.grace_s)
+        PodDirWriter(req, pod_dir).write(
+            self.settings.podman, self.run_options(), self.settings.grace_s, self.settings.network, self.policy
+        )
         with (pod_dir / "runner.log").open("ab") as log:
             proc = subprocess.Popen(
                 [self.python, runner_module.__file__, "run", str(pod_dir)],
@@ -200,7 +207,7 @@ class LocalBackend(PodmanMixin, Backend):
         for c in self.labelled_containers():
             uid = (c.get("Labels") or {}).get("marea.offload.pod", "")
             if uid and uid not in known:
-                self.podman("rm", "-f", "--ignore", str(c.get("Id", "")))
+                self.podman("rm", "-f", "--depend", "--ignore", str(c.get("Id", "")))
         for rec in gone:
             self.delete(rec)
         return gone

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -40,6 +41,13 @@ from marea.offload.state import PodRecord
 from marea.offload.wire import CreateRequest, LogRequest
 
 ACTIVE = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "RESIZING"}
+
+
+def job_script(python: str, runner: str, pod_dir: Path) -> str:
+    """The batch script: every word quoted (the pod directory holds the uid, and the state directory may hold
+    spaces); the only shell code in it is ours."""
+    words = " ".join(shlex.quote(w) for w in (python, runner, "run", str(pod_dir)))
+    return f"#!/bin/sh\n# marea offload: run the pod's containers with the pod runner\nexec {words}\n"
 
 
 class SlurmBackend(PodmanMixin, BatchJobBackend):
@@ -83,10 +91,8 @@ class SlurmBackend(PodmanMixin, BatchJobBackend):
             str(want.slurm_cpus),
             "--mem",
             str(want.slurm_mem_mb),
-            "-D",
-            str(pod_dir),
-            "-o",
-            str(pod_dir / "slurm.out"),
+            f"--chdir={pod_dir}",
+            f"--output={pod_dir / 'slurm.out'}",
             "--comment",
             f"marea-offload pod {rec.uid}",
         ]
@@ -96,12 +102,11 @@ class SlurmBackend(PodmanMixin, BatchJobBackend):
 
     def create(self, req: CreateRequest, rec: PodRecord) -> None:
         pod_dir = self.pods_dir / rec.uid
-        PodDirWriter(req, pod_dir).write(self.settings.podman, self.run_options(), self.settings.grace_s)
-        script = pod_dir / "job.sh"
-        script.write_text(
-            "#!/bin/sh\n# marea offload: run the pod's containers with the pod runner\n"
-            f"exec {self.python} {runner_module.__file__} run {pod_dir}\n"
+        PodDirWriter(req, pod_dir).write(
+            self.settings.podman, self.run_options(), self.settings.grace_s, self.settings.network, self.policy
         )
+        script = pod_dir / "job.sh"
+        script.write_text(job_script(self.python, runner_module.__file__, pod_dir))
         script.chmod(0o700)
         out = self.client(*self.sbatch_args(rec, req.pod, pod_dir))
         jid = out.strip().split(";")[0]

@@ -1,0 +1,10 @@
+"""Prometheus alerting rules and the Grafana dashboard for the metrics of marea.engine.metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def alert_rules_path() -> Path:
+    """The alerting rules file shipped with the package (checked by `promtool check rules` in the tests)."""
+    return Path(__file__).parent / "marea-alerts.yml"

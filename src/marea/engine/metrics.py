@@ -16,11 +16,13 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from marea.engine.store import InstanceRecord
 from marea.model import ClusterView, InstanceState
 
 #: the failed-boot kinds the reconciler reports (label `reason` of marea_failed_boots_total)
@@ -39,7 +41,7 @@ class Recorder(Protocol):
     def failed_boot(self, kind: str) -> None: ...
     def deleted(self) -> None: ...
     def cloud_error(self, kind: str) -> None: ...
-    def cycle_seen(self, view: ClusterView, queued_jobs: int) -> None: ...
+    def cycle_seen(self, view: ClusterView, workers: Sequence[InstanceRecord], queued_jobs: int) -> None: ...
     def cycle_duration(self, seconds: float) -> None: ...
 
 
@@ -61,7 +63,7 @@ class NullRecorder:
     def cloud_error(self, kind: str) -> None:
         pass
 
-    def cycle_seen(self, view: ClusterView, queued_jobs: int) -> None:
+    def cycle_seen(self, view: ClusterView, workers: Sequence[InstanceRecord], queued_jobs: int) -> None:
         pass
 
     def cycle_duration(self, seconds: float) -> None:
@@ -147,11 +149,14 @@ class EngineMetrics:
     def cycle_duration(self, seconds: float) -> None:
         self.cycle_seconds.observe(seconds)
 
-    def cycle_seen(self, view: ClusterView, queued_jobs: int) -> None:
+    def cycle_seen(self, view: ClusterView, workers: Sequence[InstanceRecord], queued_jobs: int) -> None:
+        """`view` is what the policy saw (demand, quota); `workers` the instances as the cycle left them."""
         counts: dict[tuple[str, str], int] = {(s, f): 0 for s in WORKER_STATES for f in self.flavour_cores}
         by_state = dict.fromkeys(WORKER_STATES, 0)
         capacity_cores = 0.0
-        for inst in view.instances:
+        for inst in workers:
+            if inst.state is InstanceState.GONE:
+                continue
             key = (inst.state.value, inst.flavour)
             counts[key] = counts.get(key, 0) + 1
             by_state[inst.state.value] = by_state.get(inst.state.value, 0) + 1

@@ -298,7 +298,8 @@ class Reconciler:
         plan = decide(view, self.settings)
         report.plan = plan
         self._execute(plan, live, vm_by_iid, now, report)
-        self.recorder.cycle_seen(view, snap.queued_jobs)
+        # the workers as this cycle left them (the view is from before the boots and drains it made)
+        self.recorder.cycle_seen(view, self.store.live_instances(), snap.queued_jobs)
         for unsat in snap.unsatisfiable:
             self.store.record_wait(now, f"not demand: {unsat.reason}")
         self._publish(now, snap, plan, report)

@@ -34,9 +34,11 @@ function scale(samples, maxY) {
   };
 }
 
-function axis(svg, maxY) {
+function axis(svg, maxY, samples) {
   svg.append(el("line", { x1: 0, x2: W, y1: H - PAD, y2: H - PAD, stroke: "#ccd" }));
   svg.append(el("text", { x: 6, y: 16, "font-size": 13, fill: "#6b7785" }, `${Math.max(maxY, 1)}`));
+  const span = samples[samples.length - 1].at - samples[0].at;
+  svg.append(el("text", { x: 6, y: H - 8, "font-size": 12, fill: "#6b7785" }, `last ${ago(span)}`));
 }
 
 // Stacked areas, one polygon per state, bottom to top in STATES order.
@@ -59,7 +61,7 @@ function drawWorkers(samples) {
     }
     top.forEach((v, i) => { base[i] = v; });
   }
-  axis(svg, maxY);
+  axis(svg, maxY, samples);
   const last = samples[samples.length - 1].workers;
   svg.dataset.latest = STATES.map((k) => `${k}=${last[k] || 0}`).join(" ");
   const legend = document.getElementById("workers-legend");
@@ -81,7 +83,7 @@ function drawDemand(samples) {
     svg.append(el("polyline", { points: pts, fill: "none", stroke: cssVar(color), "stroke-width": 2.5,
                                 "data-series": key }));
   }
-  axis(svg, maxY);
+  axis(svg, maxY, samples);
 }
 
 function drawStatus(st) {
@@ -107,7 +109,8 @@ function drawStatus(st) {
     return tr;
   }));
   const dbody = document.querySelector("#decisions tbody");
-  dbody.replaceChildren(...st.decisions.map((d) => {
+  const newestFirst = [...st.decisions].reverse();  // the API lists them oldest first, as `marea status`
+  dbody.replaceChildren(...newestFirst.map((d) => {
     const tr = el("tr", { "data-kind": d.kind });
     const when = new Date(d.at * 1000).toLocaleTimeString();
     tr.append(el("td", {}, when), el("td", {}, d.kind), el("td", { class: "reason" }, d.reason));

@@ -21,10 +21,9 @@ from starlette.staticfiles import StaticFiles
 from marea.engine.metrics import EngineMetrics
 from marea.engine.status import status_report
 from marea.engine.store import Store
+from marea.monitoring import NODE_EXPORTER_PORT
 from marea.web import static_dir
 
-#: the port of Debian's prometheus-node-exporter, which the monitoring add-on installs on every worker
-NODE_EXPORTER_PORT = 9100
 _HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 

@@ -38,6 +38,7 @@ PROM = "127.0.0.1:19190"
 CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--disable-dev-shm-usage",  # containers give /dev/shm 64 MB, which a renderer can outgrow
     "--window-size=412,1400",  # a phone's width
 ]  # fmt: skip
 

@@ -192,3 +192,25 @@ def test_listen_parsing() -> None:
     with pytest.raises(ListenError, match="port from 1 to 65535"):
         parse_listen("localhost:70000")
     assert socket.AF_UNIX  # unix sockets exist here (Linux)
+
+
+def test_a_refused_create_is_a_failed_boot_and_a_cloud_error_of_its_kind(tmp_path: Path) -> None:
+    """The local driver refuses #cloud-config user-data (kind `other`), as a cloud refuses a bad request."""
+    cloud = LocalCloud(tmp_path / "vms")
+    metrics = EngineMetrics("web3", {FLAVOUR.name: FLAVOUR.cores})
+    rec = Reconciler(
+        cluster="web3", store=Store(f"sqlite:///{tmp_path / 's.db'}", "web3"), cloud=cloud,
+        batch=FixedQueue(2, 1.0, 500.0), settings=PolicySettings(flavours=(FLAVOUR,), max_workers=4),
+        user_data_template="#cloud-config\nruncmd: []\n", clock=time.time, recorder=metrics,
+    )  # fmt: skip
+    try:
+        report = rec.cycle()
+        s = _samples(metrics.exposition().decode())
+        assert report.errors and "not #cloud-config" in report.errors[0]
+        assert s[("marea_failed_boots_total", (("reason", "create_failed"),))] == 1
+        assert s[("marea_cloud_errors_total", (("kind", "other"),))] == 1
+        assert s[("marea_boots_total", ())] == 0
+        assert s[("marea_decisions_total", (("kind", "failed"),))] == 1
+        assert s[("marea_workers", (("flavour", "w.2c"), ("state", "booting")))] == 0
+    finally:
+        rec.store.close()

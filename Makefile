@@ -21,6 +21,7 @@ testbeds:
 	bash testbeds/htcondor.sh install
 	bash testbeds/openstack.sh install
 	bash testbeds/guests.sh install
+	bash testbeds/prometheus.sh install
 
 demo: setup
 	bash testbeds/slurm.sh install

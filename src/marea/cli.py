@@ -28,6 +28,10 @@ app.add_typer(config_app, name="config")
 app.add_typer(cluster_app, name="cluster")
 app.command("simulate")(simulate_command)
 app.add_typer(offload_app, name="offload")
+dashboards_app = typer.Typer(
+    help="Grafana dashboard and Prometheus alerting rules for the engine.", no_args_is_help=True
+)
+app.add_typer(dashboards_app, name="dashboards")
 
 err = Console(stderr=True)
 
@@ -122,19 +126,26 @@ def demo(
     timeout: float = typer.Option(900.0, "--timeout", min=10.0, help="give up after this many seconds"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON line at the end"),
     batch: str = typer.Option("slurm", "--batch", help="the testbed's batch system: slurm or htcondor"),
+    web: bool = typer.Option(False, "--web", help="serve the engine's live page during the demo and print its address"),
+    web_listen: str = typer.Option("127.0.0.1:9180", "--web-listen", help="where --web listens (host:port)"),
 ) -> None:
     """The main job: real Slurm + the engine + the local cloud: a burst of jobs grows and shrinks the cluster."""
     from marea.demo import DemoError, result_json, run_demo
 
     if batch not in ("slurm", "htcondor"):
         raise fail(f"--batch: {batch!r} is not one of slurm, htcondor")
+    if web and batch != "slurm":
+        raise fail("--web: the live page is served in the Slurm demo only (--batch slurm)")
     try:
         if batch == "htcondor":
             from marea.htcondor_demo import run_htcondor_demo
 
             result = run_htcondor_demo(jobs=jobs, job_seconds=job_seconds, max_workers=max_workers, timeout_s=timeout)
         else:
-            result = run_demo(jobs=jobs, job_seconds=job_seconds, max_workers=max_workers, timeout_s=timeout)
+            result = run_demo(
+                jobs=jobs, job_seconds=job_seconds, max_workers=max_workers, timeout_s=timeout,
+                web_listen=web_listen if web else "",
+            )  # fmt: skip
     except DemoError as exc:
         raise fail(str(exc), 1) from None
     if as_json:
@@ -145,6 +156,24 @@ def demo(
         render_demo(Console(), result)
     if not result.ok:
         raise typer.Exit(1)
+
+
+@dashboards_app.command("grafana")
+def dashboards_grafana() -> None:
+    """Print the Grafana dashboard of the engine's metrics (JSON to import; datasource chosen in Grafana)."""
+    try:
+        from marea.monitoring.grafana import dumps
+    except ModuleNotFoundError:
+        raise fail("marea dashboards grafana needs the grafana extra: pip install 'marea[grafana]'", 1) from None
+    typer.echo(dumps(), nl=False)
+
+
+@dashboards_app.command("prometheus-rules")
+def dashboards_prometheus_rules() -> None:
+    """Print the Prometheus alerting rules for the engine (engine down, failed boots, quota, waiting jobs)."""
+    from marea.monitoring import alert_rules_path
+
+    typer.echo(alert_rules_path().read_text(), nl=False)
 
 
 def main() -> None:

@@ -319,6 +319,16 @@ class OffloadSection(_Strict):
         return self
 
 
+class WebSection(_Strict):
+    """The engine's web endpoint (served by `marea run`): /metrics for Prometheus, /api/status, the live page."""
+
+    #: `host:port` (TCP; `[::1]:9180` for IPv6), `unix:/path` (a socket file, for a reverse proxy), or empty
+    #: for no endpoint. Anyone who reaches it reads the cluster's status: keep it on localhost or a socket
+    listen: str = Field(
+        default="127.0.0.1:9180", pattern=r"^$|^unix:/[^\x00]+$|^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$"
+    )
+
+
 class MareaConfig(_Strict):
     cluster: ClusterSection = ClusterSection()
     engine: EngineSection = EngineSection()
@@ -331,6 +341,7 @@ class MareaConfig(_Strict):
     batch: BatchSection = BatchSection()
     simulate: SimulateSection = SimulateSection()
     offload: OffloadSection = OffloadSection()
+    web: WebSection = WebSection()
     #: where this configuration came from; relative paths in it are relative to this directory
     source_dir: str = Field(default=".", exclude=True)
 

@@ -119,9 +119,11 @@ def local_cloud_config(
     absent_grace_s: float = 120.0,
     extra_policy: str = "",
     first_host: int | None = None,
+    web_listen: str = "",
 ) -> str:
     """The marea.toml sections every testbed demo shares: one flavour, the local cloud driver with its VMs
-    on the testbed's bridge, the user-data in worker.sh. The caller adds its [batch] section."""
+    on the testbed's bridge, the user-data in worker.sh. The caller adds its [batch] section. The web endpoint
+    is off unless `web_listen` is given (engines of tests run side by side would share the default port)."""
     first = f"first_host = {first_host}\n" if first_host is not None else ""
     return f"""[cluster]
 name = "{cluster}"
@@ -131,6 +133,9 @@ state = "state.db"
 interval_s = {interval_s}
 absent_grace_s = {absent_grace_s}
 log_file = "engine.log"
+
+[web]
+listen = {json.dumps(web_listen)}
 
 [policy]
 min_workers = {min_workers}
@@ -176,6 +181,7 @@ def write_demo_config(
     user_data: str | None = None,
     extra_policy: str = "",
     absent_grace_s: float = 120.0,
+    web_listen: str = "",
 ) -> Path:
     """A marea.toml for the local driver + Slurm testbed; tests reuse it with other knobs."""
     from marea.templates import worker_template
@@ -187,7 +193,7 @@ def write_demo_config(
         cluster=cluster, bridge_netns=testbed.ns, subnet=testbed.subnet, max_workers=max_workers,
         min_workers=min_workers, cores=cores, memory_mb=memory_mb, idle_threshold_s=idle_threshold_s,
         join_timeout_s=join_timeout_s, interval_s=interval_s, absent_grace_s=absent_grace_s,
-        extra_policy=extra_policy,
+        extra_policy=extra_policy, web_listen=web_listen,
     )  # fmt: skip
     cfg.write_text(
         f"""# written by marea demo
@@ -277,6 +283,7 @@ def run_demo(
     console: Console | None = None,
     keep_dir: bool = False,
     testbed: SlurmTestbed | None = None,
+    web_listen: str = "",
 ) -> DemoResult:
     if os.geteuid() != 0:
         raise DemoError("the demo needs root (network namespaces for the Slurm testbed and the worker VMs)")
@@ -291,12 +298,16 @@ def run_demo(
     testbed.run("install")
     testbed.run("start")
     try:
-        config = write_demo_config(workdir, testbed, cluster=cluster, max_workers=max_workers)
+        config = write_demo_config(workdir, testbed, cluster=cluster, max_workers=max_workers, web_listen=web_listen)
         cfg = load_config(config)
         store = Store(cfg.state_url(), cfg.cluster.name)
         cloud = LocalCloud(cfg.path(cfg.cloud.local.base_dir), netns=True, bridge_netns=testbed.ns)
         engine = EngineProcess(config)
         engine.start()
+        if web_listen:
+            from marea.web.server import parse_listen
+
+            console.print(f"live page: {parse_listen(web_listen).url} (served by the demo's engine while it runs)")
         ids = submit_jobs(testbed, jobs, job_seconds)
         result.jobs_submitted = len(ids)
         deadline = time.monotonic() + timeout_s

@@ -19,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from marea.batch.base import HTCONDOR_WORKER_ATTR as WORKER_ATTR
+from marea.cluster import monitoring
 from marea.cluster.config import ClusterFile
 from marea.cluster.joins import JoinSecrets
 from marea.cluster.tomlout import dumps
@@ -213,7 +214,7 @@ def master_marea_toml(cf: ClusterFile, joins: JoinSecrets, master_ip: str) -> st
         }
         data["batch"] = batch
     # [worker] last and [worker.variables] last in it: the master appends the HTCondor IDTOKEN at boot
-    data["worker"] = {"user_data": worker_template(system), "variables": variables}
+    data["worker"] = {"user_data": monitoring.add_to_worker(cf, worker_template(system)), "variables": variables}
     return dumps(data)
 
 
@@ -379,4 +380,4 @@ def master_user_data(cf: ClusterFile, joins: JoinSecrets, master_ip: str, clouds
         "write_files": files,
         "runcmd": runcmd,
     }
-    return _doc(body)
+    return _doc(monitoring.add_to_master(cf, body))

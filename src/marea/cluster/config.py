@@ -8,12 +8,13 @@ is exactly the file the admin wrote, with the join parameters filled in.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
 
+from marea.cluster.monitoring import AddonsSection
 from marea.config import ConfigError, MareaConfig, _describe, _Strict, parse_config
 
 
@@ -60,11 +61,13 @@ class ClusterFile:
     marea: MareaConfig
     #: the marea part as read, for writing it onto the master
     marea_data: dict[str, Any]
+    addons: AddonsSection = field(default_factory=AddonsSection)
 
 
 def parse_cluster(data: dict[str, Any], source: str = "<cluster>", source_dir: str = ".") -> ClusterFile:
     data = dict(data)
     master_data = data.pop("master", None)
+    addons = _addons(data.pop("addons", {}), source)
     if master_data is None:
         raise ConfigError(f"{source}: master: required section is missing")
     try:
@@ -80,7 +83,15 @@ def parse_cluster(data: dict[str, Any], source: str = "<cluster>", source_dir: s
         raise ConfigError(f"{source}: cloud.openstack.image: required by marea cluster")
     if not cfg.cloud.openstack.network:
         raise ConfigError(f"{source}: cloud.openstack.network: required by marea cluster")
-    return ClusterFile(master, cfg, data)
+    return ClusterFile(master, cfg, data, addons)
+
+
+def _addons(data: Any, source: str) -> AddonsSection:
+    try:
+        return AddonsSection.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors(include_input=False)
+        raise ConfigError(f"{source}: {_describe({**errors[0], 'loc': ('addons', *errors[0]['loc'])})}") from None
 
 
 def load_cluster(path: str | Path) -> ClusterFile:

@@ -29,6 +29,7 @@ from marea.clouds.base import (
     VMSpec,
     VMStatus,
 )
+from marea.engine.metrics import NullRecorder, Recorder
 from marea.engine.store import DecisionRecord, InstanceRecord, Store
 from marea.model import (
     Action,
@@ -77,6 +78,7 @@ class Reconciler:
         variables: dict[str, str] | None = None,
         clock: Callable[[], float],
         absent_grace_s: float = ABSENT_GRACE_S,
+        recorder: Recorder | None = None,
     ) -> None:
         self.cluster = cluster
         self.store = store
@@ -90,6 +92,8 @@ class Reconciler:
         self._absent_since: dict[str, float] = {}
         self.absent_grace_s = absent_grace_s
         self._redrain_checked = False
+        #: observer of the events below (metrics); it does no I/O of the cycle's and never decides
+        self.recorder: Recorder = recorder or NullRecorder()
 
     # -- observe ---------------------------------------------------------------------------------------------
     def _adopt_unknown(self, vms: list[CloudVM], known: set[str], now: float) -> bool:
@@ -129,7 +133,7 @@ class Reconciler:
         if vm is None or vm.status is VMStatus.DELETED:
             starting = rec.state is InstanceState.BOOTING
             if starting:
-                self._count_failed_boot(now, f"{rec.id} vanished from the cloud before joining")
+                self._count_failed_boot(now, f"{rec.id} vanished from the cloud before joining", "vanished")
             return store.set_state(rec, InstanceState.GONE, now, failure="VM disappeared from the cloud")
         if vm.status is VMStatus.ERROR and rec.state is not InstanceState.FAILED:
             if worker is not None and worker.busy:
@@ -139,7 +143,7 @@ class Reconciler:
                 failure = f"cloud: {vm.fault or 'ERROR'}"
                 if rec.joined_at is None:
                     # Counted now, before the policy decides, so the backoff holds back the replacement.
-                    self._count_failed_boot(now, f"{rec.id} {failure}")
+                    self._count_failed_boot(now, f"{rec.id} {failure}", "cloud_error")
                 return store.set_state(rec, InstanceState.FAILED, now, failure=failure)
         if rec.address != vm.address and vm.address:
             rec = store.update_instance(rec, address=vm.address)
@@ -174,8 +178,11 @@ class Reconciler:
     def _decision(self, now: float, kind: str, reason: str, iid: str | None = None, **kw: Any) -> None:
         log.info("%s: %s", kind, reason)
         self.store.record_decision(DecisionRecord(now, kind, reason, iid, kw.get("flavour"), kw.get("count", 0)))
+        self.recorder.decision(kind)
 
-    def _count_failed_boot(self, now: float, reason: str) -> None:
+    def _count_failed_boot(self, now: float, reason: str, kind: str) -> None:
+        """`kind` is one of metrics.FAILED_BOOT_KINDS (a label: a small fixed set, unlike `reason`)."""
+        self.recorder.failed_boot(kind)
         f = self.store.boot_failures()
         self.store.put_boot_failures(BootFailures(f.consecutive + 1, now, reason))
         total = int(self.store.get_json("failed_boots_total", 0)) + 1
@@ -200,7 +207,9 @@ class Reconciler:
                 self.cloud.delete(vm)
             except CloudError as exc:
                 log.warning("%s: cloud delete failed: %s (retrying next cycle)", rec.id, exc.reason)
+                self.recorder.cloud_error(exc.kind)
                 return rec
+            self.recorder.deleted()
         return self.store.set_state(rec, InstanceState.GONE, now)
 
     def _boot(self, action: Action, now: float) -> list[str]:
@@ -216,6 +225,7 @@ class Reconciler:
             rec_or_none = self.store.get(result.spec.instance_id)
             assert rec_or_none is not None
             if result.vm is not None:
+                self.recorder.booted(1)
                 self.store.set_state(
                     rec_or_none,
                     InstanceState.BOOTING,
@@ -227,7 +237,8 @@ class Reconciler:
                 assert result.error is not None
                 reason = f"create of {result.spec.instance_id} failed: {result.error.reason}"
                 self.store.set_state(rec_or_none, InstanceState.GONE, now, failure=result.error.reason)
-                self._count_failed_boot(now, result.error.reason)
+                self.recorder.cloud_error(result.error.kind)
+                self._count_failed_boot(now, result.error.reason, "create_failed")
                 self._decision(now, "failed", reason, result.spec.instance_id)
                 errors.append(reason)
         return errors
@@ -258,6 +269,7 @@ class Reconciler:
             vms = self.cloud.list_owned(self.cluster)
         except CloudError as exc:
             report.errors.append(f"cloud: {exc.reason}")
+            self.recorder.cloud_error(exc.kind)
             log.warning("cannot list the cloud's VMs, not acting this cycle: %s", exc.reason)
             return report
         try:
@@ -286,6 +298,8 @@ class Reconciler:
         plan = decide(view, self.settings)
         report.plan = plan
         self._execute(plan, live, vm_by_iid, now, report)
+        # the workers as this cycle left them (the view is from before the boots and drains it made)
+        self.recorder.cycle_seen(view, self.store.live_instances(), snap.queued_jobs)
         for unsat in snap.unsatisfiable:
             self.store.record_wait(now, f"not demand: {unsat.reason}")
         self._publish(now, snap, plan, report)
@@ -305,6 +319,7 @@ class Reconciler:
             return self.cloud.quota()
         except CloudError as exc:
             report.errors.append(f"quota: {exc.reason}")
+            self.recorder.cloud_error(exc.kind)
             return Quota()
 
     def _view(self, now: float, live: list[InstanceRecord], snap: BatchSnapshot, report: CycleReport) -> ClusterView:
@@ -341,7 +356,7 @@ class Reconciler:
                 rec = live[action.instance_id]
                 self._decision(now, "delete", action.reason, rec.id)
                 if action.failed_boot and rec.state is not InstanceState.FAILED:
-                    self._count_failed_boot(now, action.reason)  # a FAILED one was counted when seen
+                    self._count_failed_boot(now, action.reason, "join_timeout")  # a FAILED one was counted when seen
                 rec = self.store.set_state(rec, InstanceState.DELETING, now)  # intent first
                 live[rec.id] = self._delete(rec, vms.get(rec.id), now)
             elif action.kind is ActionKind.DRAIN and action.instance_id in live:
@@ -352,8 +367,10 @@ class Reconciler:
             elif action.kind is ActionKind.BOOT:
                 self._decision(now, "boot", action.reason, flavour=action.flavour, count=action.count)
                 report.errors.extend(self._boot(action, now))
-            elif action.kind is ActionKind.WAIT and self.store.record_wait(now, action.reason):
-                log.info("wait: %s", action.reason)
+            elif action.kind is ActionKind.WAIT:
+                self.recorder.decision("wait")
+                if self.store.record_wait(now, action.reason):
+                    log.info("wait: %s", action.reason)
 
     def _publish(self, now: float, snap: BatchSnapshot, plan: Plan, report: CycleReport) -> None:
         """The latest picture, for `marea status` (which may run while the engine does)."""

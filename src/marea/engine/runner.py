@@ -18,8 +18,11 @@ from typing import IO
 from marea.batch.factory import make_batch
 from marea.clouds.factory import make_cloud
 from marea.config import MareaConfig
+from marea.engine.metrics import EngineMetrics
 from marea.engine.reconciler import Reconciler
 from marea.engine.store import Store
+from marea.web.app import make_app
+from marea.web.server import ListenError, WebServer, parse_listen
 
 log = logging.getLogger("marea.engine")
 
@@ -38,7 +41,7 @@ def setup_logging(cfg: MareaConfig, verbose: bool = False) -> None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
-def build_reconciler(cfg: MareaConfig) -> Reconciler:
+def build_reconciler(cfg: MareaConfig, metrics: EngineMetrics | None = None) -> Reconciler:
     return Reconciler(
         cluster=cfg.cluster.name,
         store=Store(cfg.state_url(), cfg.cluster.name),
@@ -49,7 +52,23 @@ def build_reconciler(cfg: MareaConfig) -> Reconciler:
         variables={f"MAREA_VAR_{k.upper()}": v for k, v in cfg.worker.variables.items()},
         clock=time.time,
         absent_grace_s=cfg.engine.absent_grace_s,
+        recorder=metrics,
     )
+
+
+def start_web(cfg: MareaConfig, metrics: EngineMetrics) -> tuple[WebServer, Store] | None:
+    """The web endpoint of `[web] listen`, on its own store connection; None when off or it cannot listen."""
+    if not cfg.web.listen:
+        return None
+    store = Store(cfg.state_url(), cfg.cluster.name)
+    try:
+        server = WebServer(make_app(store, metrics), parse_listen(cfg.web.listen))
+    except ListenError as exc:
+        log.error("%s; the engine runs on without its web endpoint", exc)
+        store.close()
+        return None
+    server.start()
+    return server, store
 
 
 def _lock(cfg: MareaConfig) -> IO[str] | None:
@@ -76,7 +95,9 @@ def run_forever(cfg: MareaConfig, stop: threading.Event | None = None, max_cycle
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
-    rec = build_reconciler(cfg)
+    metrics = EngineMetrics(cfg.cluster.name, {f.name: f.cores for f in cfg.flavours})
+    rec = build_reconciler(cfg, metrics)
+    web = start_web(cfg, metrics)
     log.info(
         "engine started: cluster %s, %s cloud, %s batch, interval %g s",
         cfg.cluster.name,
@@ -92,11 +113,16 @@ def run_forever(cfg: MareaConfig, stop: threading.Event | None = None, max_cycle
                 rec.cycle()
             except Exception:  # one bad cycle must not kill the daemon; the next one starts from the store
                 log.exception("reconcile cycle failed")
+            metrics.cycle_duration(time.monotonic() - started)
             cycles += 1
             if max_cycles is not None and cycles >= max_cycles:
                 break
             stop.wait(max(0.0, cfg.engine.interval_s - (time.monotonic() - started)))
     finally:
+        if web is not None:
+            server, web_store = web
+            server.stop()
+            web_store.close()
         rec.cloud.close()
         rec.batch.close()
         rec.store.close()

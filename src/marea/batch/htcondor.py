@@ -16,7 +16,6 @@ refreshed, is not waited on.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -25,6 +24,7 @@ from typing import Any
 
 from marea.batch.base import BatchError, BatchSnapshot, BatchSystem, Worker
 from marea.batch.htcondor_ads import WORKER_ATTR, Matcher, demand_from_jobs, startd_key, workers_from_slots
+from marea.batch.htcondor_bindings import classad_string, configured_bindings, schedd_ads
 from marea.batch.htcondor_netns import NamespaceRunner
 from marea.batch.htcondor_tokens import WorkerTokens
 from marea.config import HTCondorSection
@@ -44,34 +44,6 @@ SLOT_PROJECTION = [
 _AC_STRIDE = 1 << 40
 #: the job attributes needed when the job's autocluster gives the rest
 JOB_PROJECTION = ["ClusterId", "ProcId", "JobStatus", "QDate", "AutoClusterId"]
-
-
-def load_bindings() -> Any:
-    """Import htcondor2 lazily: the extra `htcondor` is needed only by clusters that use this plugin."""
-    try:
-        import htcondor2
-    except ImportError:
-        raise BatchError("htcondor plugin: install the bindings: pip install 'marea[htcondor]'") from None
-    return htcondor2
-
-
-def configured_bindings(cfg: HTCondorSection) -> Any:
-    """htcondor2 reading `cfg.condor_config` when one is set (else the environment's or HTCondor's default)."""
-    if cfg.condor_config:
-        os.environ["CONDOR_CONFIG"] = cfg.condor_config
-    htcondor = load_bindings()
-    if cfg.condor_config:
-        htcondor.reload_config()
-    return htcondor
-
-
-def schedd_ads(htcondor: Any, coll: Any, cfg: HTCondorSection) -> list[Any]:
-    """The ad of the schedd `cfg.schedd` names, or of every schedd the collector knows when it names none."""
-    constraint = f"Name == {classad_string(cfg.schedd)}" if cfg.schedd else None
-    ads = list(coll.query(htcondor.AdType.Schedd, constraint=constraint))
-    if cfg.schedd and not ads:
-        raise BatchError(f"htcondor: schedd {cfg.schedd!r} is not in the collector")
-    return ads
 
 
 _MACHINE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
@@ -289,11 +261,6 @@ class HTCondorBatch(BatchSystem):
 
     def close(self) -> None:
         self.runner.close()
-
-
-def classad_string(value: str) -> str:
-    """A ClassAd string literal."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _regex_escape(value: str) -> str:

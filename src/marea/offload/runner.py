@@ -120,7 +120,7 @@ class PodRunner:
         A failed report is not fatal: the status files still come back with the job's output at its end.
         """
         text = json.dumps(self.states, separators=(",", ":"))
-        # ClassAd string quoting, as marea.batch.htcondor.classad_string (this file imports nothing of marea)
+        # ClassAd string quoting, as marea.batch.htcondor_bindings.classad_string (this file imports nothing of marea)
         literal = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
         try:
             res = subprocess.run(

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from marea.batch.htcondor import classad_string, configured_bindings, schedd_ads
+from marea.batch.htcondor_bindings import classad_string, configured_bindings, schedd_ads
 from marea.batch.htcondor_netns import NamespaceRunner
 from marea.config import MareaConfig
 from marea.offload import runner as runner_module

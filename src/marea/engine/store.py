@@ -33,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 
+from marea.lifecycle import check_move
 from marea.model import BootFailures, InstanceState
 
 metadata = MetaData()
@@ -66,6 +67,18 @@ decisions = Table(
     Column("flavour", String(128)),
     Column("count", Integer, nullable=False, default=0),
     Column("reason", Text, nullable=False),
+)
+
+#: every accepted change of an instance's state, in order (the lifecycle table says which are accepted)
+transitions = Table(
+    "transitions",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("cluster", String(64), nullable=False, index=True),
+    Column("instance_id", String(64), nullable=False, index=True),
+    Column("at", Float, nullable=False),
+    Column("old", String(16), nullable=False),
+    Column("new", String(16), nullable=False),
 )
 
 kv = Table(
@@ -197,13 +210,32 @@ class Store:
                 values[name] = getattr(new, name)
         if "group" in changes:
             values["grp"] = new.group
+        moved = "state" in changes and new.state is not rec.state
         if "state" in changes:
+            check_move(rec.id, rec.state, new.state)  # before anything is written: a refused move changes nothing
             values["state"] = new.state.value
             values["state_since"] = new.state_since
         if values:
             with self._tx() as c:
                 c.execute(update(instances).where(instances.c.id == rec.id).values(**values))
+                if moved:
+                    c.execute(
+                        insert(transitions).values(
+                            cluster=self.cluster, instance_id=rec.id, at=new.state_since,
+                            old=rec.state.value, new=new.state.value,
+                        )
+                    )  # fmt: skip
         return new
+
+    def state_history(self, instance_id: str) -> list[tuple[float, InstanceState, InstanceState]]:
+        """(when, from, to) of every change of the instance's state, oldest first."""
+        with self._tx() as c:
+            rows = c.execute(
+                select(transitions.c.at, transitions.c.old, transitions.c.new)
+                .where(transitions.c.cluster == self.cluster, transitions.c.instance_id == instance_id)
+                .order_by(transitions.c.seq)
+            ).all()
+        return [(r.at, InstanceState(r.old), InstanceState(r.new)) for r in rows]
 
     def set_state(self, rec: InstanceRecord, state: InstanceState, now: float, **changes: Any) -> InstanceRecord:
         if rec.state is state and not changes:

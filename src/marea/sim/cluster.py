@@ -17,6 +17,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
+from marea.lifecycle import check_move
 from marea.model import Flavour, InstanceState, Resources
 from marea.sim.trace import TraceJob
 
@@ -198,7 +199,7 @@ class SimCluster:
         if w.deleted_at is not None:
             return
         self.n_booting -= 1
-        w.state = InstanceState.IDLE
+        move(w, InstanceState.IDLE)
         w.state_since = self.now
         w.idle_since = self.now
         self.acct.joins += 1
@@ -207,7 +208,7 @@ class SimCluster:
 
     def drain(self, w: SimWorker) -> None:
         """Accept no new jobs on `w`; running jobs finish. An idle worker is drained at once."""
-        w.state = InstanceState.DRAINING
+        move(w, InstanceState.DRAINING)
         w.state_since = self.now
         self.changed = True
 
@@ -228,7 +229,7 @@ class SimCluster:
             w.busy_total += now - w.busy_since
             w.busy_since = None
         w.deleted_at = now
-        w.state = InstanceState.GONE
+        move(w, InstanceState.GONE)
         self.acct.vm_seconds += now - w.created_at
         self.acct.busy_seconds += w.busy_total
         if failed_boot:
@@ -325,7 +326,7 @@ class SimCluster:
             self.n_busy += 1
             w.busy_since = now
             w.idle_since = None
-            w.state = InstanceState.BUSY
+            move(w, InstanceState.BUSY)
             w.state_since = now
         w.jobs += 1
         w.running.add(job)
@@ -359,8 +360,15 @@ class SimCluster:
                 w.busy_total += now - w.busy_since
                 w.busy_since = None
             if w.state is not InstanceState.DRAINING:
-                w.state = InstanceState.IDLE
+                move(w, InstanceState.IDLE)
                 w.state_since = now
                 w.idle_since = now
         if w.state is not InstanceState.DRAINING:
             self.schedule(only=w)
+
+
+def move(w: SimWorker, new: InstanceState) -> None:
+    """Change a simulated worker's state through the engine's own lifecycle table: the simulator makes only the
+    moves the engine may make (an illegal one is a simulator bug and stops the run)."""
+    check_move(w.id, w.state, new)
+    w.state = new

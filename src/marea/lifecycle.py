@@ -3,8 +3,8 @@
 Why one table: the moves are made in several places (the reconciler's observation of the cloud and the batch
 system, the policy's drains and deletes, the boot path), and a reader should learn the whole lifecycle from one
 screen, as in Ray's autoscaler v2 (`instance_manager/common.py`). The store checks every change of state
-against it and refuses an illegal one, so a bug that would, say, delete a busy worker or bring back a deleted
-one stops there instead of acting on the cloud; each accepted move is kept in the instance's history.
+against it and refuses an illegal one, so a bug that would, say, delete a busy worker or put a deleting one
+back to work stops there instead of acting on the cloud; each accepted move is kept in the instance's history.
 
     requested --create accepted--> booting --joined--> idle <--> busy
         |                            |                  |         |
@@ -41,8 +41,10 @@ LEGAL_MOVES: Mapping[InstanceState, frozenset[InstanceState]] = {
     S.DELETING: frozenset({S.GONE}),
     # deleted from the batch system and the cloud / vanished on its own
     S.FAILED: frozenset({S.DELETING, S.GONE}),
-    # kept for history only
-    S.GONE: frozenset(),
+    # closed for good, but for one case: the cloud lists an owned VM whose record was closed (its create's answer
+    # was lost and the next listing did not show it yet). The VM is the truth: adopted again, it must join
+    # within the join timeout like any booting worker, or it is deleted (a VM marea deleted is never adopted)
+    S.GONE: frozenset({S.BOOTING}),
 }
 
 

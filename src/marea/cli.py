@@ -10,11 +10,13 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from marea.cluster.cli import app as cluster_app
 from marea.config import ConfigError, MareaConfig, load_config
 from marea.offload.cli import offload_app
 from marea.sim.cli import simulate_command
+from marea.systemd.cli import systemd_app
 
 app = typer.Typer(
     name="marea",
@@ -28,8 +30,26 @@ app.add_typer(config_app, name="config")
 app.add_typer(cluster_app, name="cluster")
 app.command("simulate")(simulate_command)
 app.add_typer(offload_app, name="offload")
+app.add_typer(systemd_app, name="systemd")
 
 err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from marea import package_version
+
+        typer.echo(f"marea {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print marea's version and exit"
+    ),
+) -> None:
+    """Elastic batch clusters on research clouds, and an interLink offload plugin."""
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -98,18 +118,28 @@ def status(
     import json
     import time
 
-    from marea.engine.status import status_report
+    from marea.engine.status import never_ran_report, status_report
     from marea.engine.store import Store
     from marea.status_view import render_status
 
     cfg = load_or_exit(config)
-    store = Store(cfg.state_url(), cfg.cluster.name)
-    try:
-        report = status_report(store, time.time(), decisions=50 if explain else 8)
-    finally:
-        store.close()
+    sqlite_file = None if "://" in cfg.cluster.state else cfg.path(cfg.cluster.state)
+    if sqlite_file is not None and not sqlite_file.exists():
+        report = never_ran_report(cfg.cluster.name, time.time())
+    else:
+        store = Store(cfg.state_url(), cfg.cluster.name)
+        try:
+            report = status_report(store, time.time(), decisions=50 if explain else 8)
+        finally:
+            store.close()
     if as_json:
         typer.echo(json.dumps(report))
+    elif not report["engine_ran"] and not report["workers"] and not report["decisions"]:
+        missing = sqlite_file is not None and not sqlite_file.exists()
+        where = f"no state database at {sqlite_file}" if missing else "its state database holds no cycle"
+        typer.echo(
+            f"cluster {cfg.cluster.name}: the engine has never run ({where}); start it with `marea run -c {config}`"
+        )
     else:
         render_status(Console(), report, explain)
 
@@ -148,10 +178,18 @@ def demo(
 
 
 def main() -> None:
+    from marea.extras import missing_extra_message
+
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except ModuleNotFoundError as exc:  # an optional extra is not installed: say which, not a traceback
+        message = missing_extra_message(exc)
+        if message is None:
+            raise
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

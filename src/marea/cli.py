@@ -86,6 +86,15 @@ def config_import_elastiq(file: Path = typer.Argument(..., help="elastiq.conf to
         raise fail(str(exc)) from None
 
 
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the configuration reference (every key of marea.toml and cluster.toml) as Markdown, generated from
+    the models: docs/configuration.md is this output."""
+    from marea.config_reference import reference
+
+    typer.echo(reference(), nl=False)
+
+
 @app.command()
 def run(
     config: Path = typer.Option(..., "-c", "--config", help="marea.toml"),

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from marea.config import ConfigError, MareaConfig, load_config
+from marea.extras import require
 from marea.sim.trace import TraceError, TraceFormat, read_trace
 
 # numpy and matplotlib (the `sim` extra) are imported only when the command runs, so `marea` starts fast
@@ -58,6 +59,7 @@ def simulate_command(
         cfg = load_config(config) if config is not None else MareaConfig()
     except ConfigError as exc:
         raise _fail(str(exc)) from None
+    require("numpy", *(["matplotlib"] if plot is not None else []))  # the `sim` extra, before minutes of work
     lo = parse_duration(start, "--from") if start is not None else None
     hi = parse_duration(end, "--to") if end is not None else None
     if lo is not None and hi is not None and hi <= lo:

@@ -153,6 +153,10 @@ def status(
         render_status(Console(), report, explain)
 
 
+#: the batch systems `marea demo` has a testbed for (marea.demo, marea.htcondor_demo)
+DEMO_BATCHES = ("slurm", "htcondor")
+
+
 @app.command()
 def demo(
     jobs: int = typer.Option(12, "--jobs", min=1, help="jobs to submit"),
@@ -160,13 +164,13 @@ def demo(
     max_workers: int = typer.Option(4, "--max-workers", min=1, help="max worker VMs (2 cores each)"),
     timeout: float = typer.Option(900.0, "--timeout", min=10.0, help="give up after this many seconds"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON line at the end"),
-    batch: str = typer.Option("slurm", "--batch", help="the testbed's batch system: slurm or htcondor"),
+    batch: str = typer.Option("slurm", "--batch", help="the testbed's batch system: " + ", ".join(DEMO_BATCHES)),
 ) -> None:
     """The main job: real Slurm + the engine + the local cloud: a burst of jobs grows and shrinks the cluster."""
     from marea.demo import DemoError, result_json, run_demo
 
-    if batch not in ("slurm", "htcondor"):
-        raise fail(f"--batch: {batch!r} is not one of slurm, htcondor")
+    if batch not in DEMO_BATCHES:
+        raise fail(f"--batch: {batch!r} is not one of {', '.join(DEMO_BATCHES)}")
     try:
         if batch == "htcondor":
             from marea.htcondor_demo import run_htcondor_demo

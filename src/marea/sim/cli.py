@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import get_args
 
 import typer
 from rich.console import Console
@@ -17,6 +18,7 @@ from marea.sim.trace import TraceError, TraceFormat, read_trace
 
 # numpy and matplotlib (the `sim` extra) are imported only when the command runs, so `marea` starts fast
 POLICIES = ("marea", "elastiq", "static", "oracle")
+TRACE_FORMATS: tuple[str, ...] = get_args(TraceFormat)
 
 _err = Console(stderr=True)
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -46,15 +48,15 @@ def simulate_command(
     end: str | None = typer.Option(None, "--to", help="... up to this time after the start (e.g. 30d)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object instead of the table"),
     plot: Path | None = typer.Option(None, "--plot", help="write the workers/wait plot to this PNG"),
-    fmt: str = typer.Option("auto", "--format", help="auto, swf, condor-json or sacct-json"),
+    fmt: str = typer.Option("auto", "--format", help="one of: " + ", ".join(TRACE_FORMATS)),
 ) -> None:
     """Replay a workload trace in simulated time through marea's policy and the baselines."""
     names = [p.strip() for p in policies.split(",") if p.strip()]
     bad = [n for n in names if n not in POLICIES]
     if bad or not names:
         raise _fail(f"--policies: unknown policy {bad[0]!r}" if bad else "--policies: none given")
-    if fmt not in ("auto", "swf", "condor-json", "sacct-json"):
-        raise _fail(f"--format: {fmt!r} is not one of auto, swf, condor-json, sacct-json")
+    if fmt not in TRACE_FORMATS:
+        raise _fail(f"--format: {fmt!r} is not one of {', '.join(TRACE_FORMATS)}")
     try:
         cfg = load_config(config) if config is not None else MareaConfig()
     except ConfigError as exc:

@@ -11,6 +11,14 @@ from typing import get_args
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from marea.config import ConfigError, MareaConfig, load_config
 from marea.extras import require
@@ -28,6 +36,21 @@ _UNIT = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 def _fail(message: str) -> typer.Exit:
     _err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
+
+
+def _progress_bar() -> Progress:
+    """One bar per policy on stderr, in jobs replayed: a year-long trace takes minutes. Shown only on a
+    terminal: a pipe or a CI log gets no repainted lines (and stdout stays the table or the JSON)."""
+    return Progress(
+        TextColumn("{task.description:<8}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("jobs"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=_err,
+        disable=not _err.is_terminal,
+    )
 
 
 def parse_duration(text: str, option: str) -> float:
@@ -78,11 +101,9 @@ def simulate_command(
     from marea.sim.run import UnknownPolicy, run_policies
 
     try:
-        if as_json:
-            results = run_policies(names, trace, cfg)
-        else:
-            with _err.status("simulating...") as status:
-                results = run_policies(names, trace, cfg, lambda n: status.update(f"simulating {n}..."))
+        with _progress_bar() as bar:
+            tasks = {n: bar.add_task(n, total=len(trace.jobs)) for n in names}
+            results = run_policies(names, trace, cfg, advance=lambda n, done: bar.update(tasks[n], completed=done))
     except UnknownPolicy as exc:
         raise _fail(str(exc)) from None
     if plot is not None:

@@ -10,6 +10,7 @@ package index (the wheelhouse); guests share the host kernel, so Slurm jobs run 
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +119,13 @@ def run_journey(
     clouds = journey.ok_on_master("sudo cat /etc/marea/clouds.yaml")
     assert "v3applicationcredential" in clouds and "password" not in clouds
     assert journey.ok_on_master("sudo stat -c %a /etc/marea/clouds.yaml").strip() == "600"
+    # and in the sandbox of the unit shipped in the package (src/marea/systemd/marea.service), as systemd set it up
+    pid = "$(systemctl show -p MainPID --value marea)"
+    creds = journey.ok_on_master(f"sudo grep -E '^(NoNewPrivs|CapEff|CapBnd):' /proc/{pid}/status")
+    assert re.search(r"NoNewPrivs:\s+1\b", creds) and re.search(r"CapEff:\s+0+\n", creds), creds
+    assert re.search(r"CapBnd:\s+0+\n", creds), creds
+    probe = journey.on_master(f"sudo nsenter -t {pid} -m touch /etc/marea-sandbox-probe")
+    assert probe.returncode != 0 and "Read-only file system" in probe.stderr, probe.stdout + probe.stderr
 
     submit(journey, JOBS, JOB_SECONDS)
     journey.mark("jobs submitted")

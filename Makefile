@@ -4,7 +4,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup testbeds demo test lint bench clean
+.PHONY: setup testbeds demo test lint bench clean docs
 
 $(BIN)/marea: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: setup
 
 test: setup testbeds lint
 	$(BIN)/pytest -q -ra
+
+# the generated docs: the configuration reference (a test fails when it is out of step with the models)
+docs: setup
+	$(BIN)/marea config reference > docs/configuration.md
 
 bench: setup
 	$(BIN)/python benchmarks/planner_cycle.py

@@ -108,11 +108,15 @@ cmd_install() {
 }
 
 cmd_wheelhouse() {  # DIR [PYTHON]: marea's wheel from this checkout + its dependencies for the guests' Python
-  local dir=${1:?usage: $0 wheelhouse DIR} py=${2:-python3} repo tag
+  local dir=${1:?usage: $0 wheelhouse DIR} py=${2:-python3} repo tag src
   repo=$(cd "$HERE/.." && pwd)
   mkdir -p "$dir"
   rm -f "$dir"/marea-*.whl
-  "$py" -m pip wheel -q --no-deps -w "$dir" "$repo" >/dev/null
+  # built from a copy of what the wheel is made of: pip builds in the source tree, and would leave build/ there
+  src=$(mktemp -d)
+  cp -r "$repo/src" "$repo/pyproject.toml" "$repo/README.md" "$repo/LICENSE" "$src"/
+  "$py" -m pip wheel -q --no-deps -w "$dir" "$src" >/dev/null
+  rm -rf "$src"
   # the guests run Debian 13's CPython 3.13 (glibc 2.41): binary wheels for it, never an sdist to build there
   tag=(--only-binary=:all: --implementation cp --python-version 3.13 --abi cp313 --abi abi3 --abi none
        --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux_2_28_x86_64

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -12,6 +13,25 @@ from typing import Any
 import pytest
 
 DATA = Path(__file__).parent / "data"
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: what pytest and the tools make at the root by themselves
+_ROOT_TOOLS = {".pytest_cache", ".hypothesis", ".mypy_cache", ".ruff_cache", "__pycache__"}
+_root_before: set[str] = set()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _root_before.update(os.listdir(REPO_ROOT))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A test must leave nothing in the repository's root (an empty slurm-1.out once sat there): the run fails
+    when an entry appeared there, and names it."""
+    new = sorted(set(os.listdir(REPO_ROOT)) - _root_before - _ROOT_TOOLS)
+    if new:
+        sys.stderr.write(f"\nerror: the tests left {', '.join(new)} in {REPO_ROOT}: write in tmp_path instead\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

@@ -10,11 +10,13 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from marea.cluster.cli import app as cluster_app
 from marea.config import ConfigError, MareaConfig, load_config
 from marea.offload.cli import offload_app
 from marea.sim.cli import simulate_command
+from marea.systemd.cli import systemd_app
 
 app = typer.Typer(
     name="marea",
@@ -32,8 +34,26 @@ dashboards_app = typer.Typer(
     help="Grafana dashboard and Prometheus alerting rules for the engine.", no_args_is_help=True
 )
 app.add_typer(dashboards_app, name="dashboards")
+app.add_typer(systemd_app, name="systemd")
 
 err = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from marea import package_version
+
+        typer.echo(f"marea {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print marea's version and exit"
+    ),
+) -> None:
+    """Elastic batch clusters on research clouds, and an interLink offload plugin."""
 
 
 def fail(message: str, code: int = 2) -> typer.Exit:
@@ -70,6 +90,15 @@ def config_import_elastiq(file: Path = typer.Argument(..., help="elastiq.conf to
         raise fail(str(exc)) from None
 
 
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the configuration reference (every key of marea.toml and cluster.toml) as Markdown, generated from
+    the models: docs/configuration.md is this output."""
+    from marea.config_reference import reference
+
+    typer.echo(reference(), nl=False)
+
+
 @app.command()
 def run(
     config: Path = typer.Option(..., "-c", "--config", help="marea.toml"),
@@ -102,20 +131,34 @@ def status(
     import json
     import time
 
-    from marea.engine.status import status_report
+    from marea.engine.status import never_ran_report, status_report
     from marea.engine.store import Store
     from marea.status_view import render_status
 
     cfg = load_or_exit(config)
-    store = Store(cfg.state_url(), cfg.cluster.name)
-    try:
-        report = status_report(store, time.time(), decisions=50 if explain else 8)
-    finally:
-        store.close()
+    sqlite_file = None if "://" in cfg.cluster.state else cfg.path(cfg.cluster.state)
+    if sqlite_file is not None and not sqlite_file.exists():
+        report = never_ran_report(cfg.cluster.name, time.time())
+    else:
+        store = Store(cfg.state_url(), cfg.cluster.name)
+        try:
+            report = status_report(store, time.time(), decisions=50 if explain else 8)
+        finally:
+            store.close()
     if as_json:
         typer.echo(json.dumps(report))
+    elif not report["engine_ran"] and not report["workers"] and not report["decisions"]:
+        missing = sqlite_file is not None and not sqlite_file.exists()
+        where = f"no state database at {sqlite_file}" if missing else "its state database holds no cycle"
+        typer.echo(
+            f"cluster {cfg.cluster.name}: the engine has never run ({where}); start it with `marea run -c {config}`"
+        )
     else:
         render_status(Console(), report, explain)
+
+
+#: the batch systems `marea demo` has a testbed for (marea.demo, marea.htcondor_demo)
+DEMO_BATCHES = ("slurm", "htcondor")
 
 
 @app.command()
@@ -125,15 +168,15 @@ def demo(
     max_workers: int = typer.Option(4, "--max-workers", min=1, help="max worker VMs (2 cores each)"),
     timeout: float = typer.Option(900.0, "--timeout", min=10.0, help="give up after this many seconds"),
     as_json: bool = typer.Option(False, "--json", help="print the summary as one JSON line at the end"),
-    batch: str = typer.Option("slurm", "--batch", help="the testbed's batch system: slurm or htcondor"),
+    batch: str = typer.Option("slurm", "--batch", help="the testbed's batch system: " + ", ".join(DEMO_BATCHES)),
     web: bool = typer.Option(False, "--web", help="serve the engine's live page during the demo and print its address"),
     web_listen: str = typer.Option("127.0.0.1:9180", "--web-listen", help="where --web listens (host:port)"),
 ) -> None:
     """The main job: real Slurm + the engine + the local cloud: a burst of jobs grows and shrinks the cluster."""
     from marea.demo import DemoError, result_json, run_demo
 
-    if batch not in ("slurm", "htcondor"):
-        raise fail(f"--batch: {batch!r} is not one of slurm, htcondor")
+    if batch not in DEMO_BATCHES:
+        raise fail(f"--batch: {batch!r} is not one of {', '.join(DEMO_BATCHES)}")
     if web and batch != "slurm":
         raise fail("--web: the live page is served in the Slurm demo only (--batch slurm)")
     try:
@@ -177,10 +220,18 @@ def dashboards_prometheus_rules() -> None:
 
 
 def main() -> None:
+    from marea.extras import missing_extra_message
+
     try:
         app()
     except KeyboardInterrupt:
         sys.exit(130)
+    except ModuleNotFoundError as exc:  # an optional extra is not installed: say which, not a traceback
+        message = missing_extra_message(exc)
+        if message is None:
+            raise
+        err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ class ClusterSection(_Strict):
 
 
 class EngineSection(_Strict):
+    #: seconds between two reconcile cycles (each reads the batch system and the cloud once)
     interval_s: Annotated[float, Field(gt=0, le=300)] = 5.0
     #: a joined worker missing from the batch system this long is failed and deleted (a restarted controller
     #: or collector forgets its workers for a while: keep it above their re-registration time)
@@ -43,13 +44,22 @@ class EngineSection(_Strict):
 
 
 class PolicySection(_Strict):
+    #: workers kept even when idle (booted at start when fewer exist)
     min_workers: Annotated[int, Field(ge=0)] = 0
+    #: workers never exceeded, booting ones included (the project quota may stop marea earlier)
     max_workers: Annotated[int, Field(ge=0)] = 10
+    #: workers booting at the same time, at most
     max_parallel_boots: Annotated[int, Field(ge=1)] = 10
+    #: a worker idle this long is drained, then deleted (never below min_workers)
     idle_threshold_s: Annotated[float, Field(ge=0)] = 300.0
+    #: a worker that has not joined the batch system this long after its creation is deleted and counted as a
+    #: failed boot
     join_timeout_s: PositiveSeconds = 600.0
+    #: after consecutive failed boots, boots pause for backoff_base_s x 2^(failures - 1) ...
     backoff_base_s: Annotated[float, Field(ge=0)] = 30.0
+    #: ... at most this long
     backoff_max_s: Annotated[float, Field(ge=0)] = 1800.0
+    #: the flavour booted to reach min_workers (default: the first flavour)
     min_flavour: str | None = None
 
     @model_validator(mode="after")
@@ -60,20 +70,28 @@ class PolicySection(_Strict):
 
 
 class FlavourSection(_Strict):
+    #: the cloud's flavour name; flavours are tried in the order of the file
     name: str = Field(min_length=1)
+    #: cores of a VM of this flavour, as the batch system will see them
     cores: Annotated[int, Field(ge=1)]
+    #: memory of a VM of this flavour in MiB, as the batch system will see it
     memory_mb: Annotated[int, Field(ge=1)]
+    #: GPUs of a VM of this flavour
     gpus: Annotated[int, Field(ge=0)] = 0
 
 
 class LocalCloudSection(_Strict):
     """The embedded `local` driver: a VM is a process tree running the user-data in its own directory."""
 
+    #: directory holding one sub-directory per local "VM"
     base_dir: str = "marea-vms"
     #: run each VM in its own network namespace (root only), plugged into `bridge` inside `bridge_netns`
     netns: bool = False
+    #: network namespace holding the bridge (netns mode)
     bridge_netns: str = ""
+    #: bridge the VMs' interfaces are plugged into (netns mode)
     bridge: str = "br0"
+    #: subnet the VMs' addresses are taken from (netns mode)
     subnet: str = "10.231.0.0/24"
     #: first host number handed out in `subnet` (addresses below are the infrastructure's)
     first_host: Annotated[int, Field(ge=2)] = 100
@@ -82,24 +100,43 @@ class LocalCloudSection(_Strict):
 class OpenStackCloudSection(_Strict):
     """The native OpenStack driver (openstacksdk): a cloud from clouds.yaml, or explicit settings."""
 
+    #: name of a cloud in clouds.yaml (OS_CLIENT_CONFIG_FILE, ~/.config/openstack); empty: the settings below
     cloud: str = ""
+    #: Keystone URL, when no `cloud` is named
     auth_url: str = ""
+    #: password, application credential (recommended for a service) or OIDC access token; empty: from clouds.yaml
     auth_type: Literal["password", "v3applicationcredential", "v3oidcaccesstoken", ""] = ""
+    #: user name (auth_type password)
     username: str = ""
+    #: password (auth_type password)
     password: SecretStr | None = None
+    #: the project (tenant) the VMs are made in
     project_name: str = ""
+    #: Keystone domain of the user
     user_domain_name: str = "Default"
+    #: Keystone domain of the project
     project_domain_name: str = "Default"
+    #: application credential id (auth_type v3applicationcredential)
     application_credential_id: str = ""
+    #: application credential secret (auth_type v3applicationcredential)
     application_credential_secret: SecretStr | None = None
+    #: Keystone identity provider (auth_type v3oidcaccesstoken)
     identity_provider: str = ""
+    #: Keystone federation protocol (auth_type v3oidcaccesstoken)
     protocol: str = "openid"
+    #: OIDC access token (auth_type v3oidcaccesstoken)
     access_token: SecretStr | None = None
+    #: region (empty: the cloud's only or default one)
     region_name: str = ""
+    #: image of the workers (name or id); any image that runs cloud-init
     image: str = ""
+    #: network the workers are attached to (name or id); no floating IP is given to workers
     network: str = ""
+    #: security groups of the workers
     security_groups: list[str] = []
+    #: keypair injected into the workers (empty: none)
     key_name: str = ""
+    #: a server not ACTIVE this long after its creation is counted as a failed boot
     boot_timeout_s: PositiveSeconds = 600.0
     #: creates sent to Nova at the same time (a scale-up of tens of workers should not be serial)
     parallel_creates: Annotated[int, Field(ge=1, le=64)] = 10
@@ -108,17 +145,27 @@ class OpenStackCloudSection(_Strict):
 class Ec2CloudSection(_Strict):
     """EC2-compatible clouds (boto3): for migration from elastiq and for clouds that only speak EC2."""
 
+    #: the EC2 API URL (elastiq's [ec2] api_url); empty: AWS
     endpoint_url: str = ""
+    #: region
     region_name: str = "us-east-1"
+    #: access key (elastiq's [ec2] aws_access_key_id)
     aws_access_key_id: str = ""
+    #: secret key (elastiq's [ec2] aws_secret_access_key)
     aws_secret_access_key: SecretStr | None = None
+    #: image of the workers (elastiq's [ec2] image_id)
     image_id: str = ""
+    #: keypair injected into the workers (empty: none)
     key_name: str = ""
+    #: security groups of the workers
     security_groups: list[str] = []
+    #: subnet of the workers (empty: the default one)
     subnet_id: str = ""
 
 
 class CloudSection(_Strict):
+    #: the cloud the worker VMs are made in: `openstack` (Nova), `ec2` (EC2-compatible API) or `local` (processes
+    #: on this machine: tests and demos)
     driver: Literal["local", "openstack", "ec2"] = "local"
     local: LocalCloudSection = LocalCloudSection()
     openstack: OpenStackCloudSection = OpenStackCloudSection()
@@ -128,7 +175,9 @@ class CloudSection(_Strict):
 class WorkerSection(_Strict):
     """The worker template. User-data is a script or a #cloud-config; ${MAREA_*} placeholders are filled in."""
 
+    #: the workers' user-data, inline
     user_data: str = ""
+    #: the workers' user-data, from this file
     user_data_file: str = ""
     #: extra placeholders for the user-data, available as ${MAREA_VAR_<NAME>}
     variables: dict[str, str] = {}
@@ -149,6 +198,7 @@ class SlurmSection(_Strict):
     command_prefix: list[str] = []
     #: SLURM_CONF for the clients (empty: Slurm's default)
     slurm_conf: str = ""
+    #: a Slurm client command still running after this long is killed and the cycle retried
     command_timeout_s: PositiveSeconds = 30.0
 
 
@@ -202,12 +252,19 @@ class BatchSection(_Strict):
 class ElastiqBaselineSection(_Strict):
     """The elastiq baseline of `marea simulate`: elastiq.conf's [elastiq] keys (min/max from [policy])."""
 
+    #: elastiq's check_queue_every_s
     check_queue_every_s: PositiveSeconds = 240.0
+    #: elastiq's check_vms_every_s
     check_vms_every_s: PositiveSeconds = 300.0
+    #: elastiq's waiting_jobs_threshold
     waiting_jobs_threshold: Annotated[int, Field(ge=0)] = 0
+    #: elastiq's waiting_jobs_time_s
     waiting_jobs_time_s: Annotated[float, Field(ge=0)] = 600.0
+    #: elastiq's n_jobs_per_vm
     n_jobs_per_vm: Annotated[int, Field(ge=1)] = 4
+    #: elastiq's idle_for_time_s
     idle_for_time_s: Annotated[float, Field(ge=0)] = 600.0
+    #: elastiq's estimated_vm_deploy_time_s
     estimated_vm_deploy_time_s: PositiveSeconds = 420.0
 
 
@@ -216,11 +273,15 @@ class SimulateSection(_Strict):
 
     #: VM boot time: uniform in boot_time_s +- boot_time_jitter_s (CloudVeneto's elastiq.conf: 420 s)
     boot_time_s: Annotated[float, Field(ge=0)] = 420.0
+    #: half-width of the uniform spread of boot times around boot_time_s
     boot_time_jitter_s: Annotated[float, Field(ge=0)] = 0.0
     #: probability that a boot fails (the VM never joins)
     boot_failure_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    #: simulated project quota of instances (none: unlimited)
     quota_instances: Annotated[int, Field(ge=0)] | None = None
+    #: simulated project quota of cores (none: unlimited)
     quota_cores: Annotated[int, Field(ge=0)] | None = None
+    #: random seed of the simulated cloud (boot times, failures): equal seeds give equal runs
     seed: int = 0
     #: job memory from an SWF trace: none (cores only), requested (field 10) or used (field 7)
     swf_memory: Literal["none", "requested", "used"] = "none"
@@ -244,18 +305,23 @@ class SimulateSection(_Strict):
 class OffloadKubernetesSection(_Strict):
     """The `kubernetes` offload backend: pods go to a remote cluster reached through a kubeconfig."""
 
+    #: kubeconfig of the remote cluster
     kubeconfig: str = ""
+    #: context of the kubeconfig (empty: its current-context)
     context: str = ""
     #: remote namespace = prefix + the pod's namespace, except for the namespaces listed in `unprefixed`
     namespace_prefix: str = "offload-"
+    #: pod namespaces kept as they are on the remote cluster (no prefix)
     unprefixed: list[str] = []
     #: namespaces whose pods are refused (never created remotely)
     refused_namespaces: list[str] = ["kube-system", "kube-public", "kube-node-lease"]
     #: merged into every pod (the pod's own keys win for nodeSelector; tolerations are added)
     node_selector: dict[str, str] = {}
+    #: tolerations added to every pod (e.g. for the tainted nodes of the remote cluster)
     tolerations: list[dict[str, str]] = []
     #: the pod's serviceAccountName names an account of the *central* cluster: drop it by default
     service_account: Literal["drop", "keep"] = "drop"
+    #: timeout of one request to the remote API server
     timeout_s: PositiveSeconds = 30.0
 
 
@@ -270,8 +336,11 @@ class OffloadSecuritySection(_Strict):
     allow_privileged: bool = False
     #: securityContext.capabilities.add: only these (names without CAP_, e.g. "NET_BIND_SERVICE"; "ALL" = any)
     allowed_capabilities: list[Annotated[str, Field(pattern=r"^[A-Z_]{1,40}$")]] = []
+    #: hostNetwork: true (the pod shares the host's network; also what `network = "host"` would give every pod)
     allow_host_network: bool = False
+    #: hostPID: true (the pod sees and may signal the host's processes)
     allow_host_pid: bool = False
+    #: hostIPC: true (the pod shares the host's IPC namespace)
     allow_host_ipc: bool = False
     #: hostPath volumes: only paths under these absolute directories
     allowed_host_paths: list[Annotated[str, Field(pattern=r"^/[^:,\x00]*$")]] = []
@@ -285,15 +354,20 @@ class OffloadSecuritySection(_Strict):
 class OffloadSection(_Strict):
     """`marea offload serve`: the interLink plugin server."""
 
+    #: where pods run: `local` (podman on this host), `slurm` or `htcondor` (one job per pod), `kubernetes` (a
+    #: remote cluster)
     backend: Literal["local", "slurm", "htcondor", "kubernetes"] = "local"
     #: unix socket path (default transport, mode 0600); ignored when `port` is set
     socket: str = "marea-offload.sock"
+    #: TCP address to bind when `port` is set
     host: str = "127.0.0.1"
+    #: serve TCP on this port (0: the unix socket)
     port: Annotated[int, Field(ge=0, le=65535)] = 0
     #: bearer token required on TCP (or env MAREA_OFFLOAD_TOKEN)
     token: SecretStr | None = None
     #: pod directories and the pod store (offload.db)
     state_dir: str = "marea-offload"
+    #: seconds between two bulk status queries of the backend (answers to /status come from that cache)
     refresh_s: Annotated[float, Field(gt=0, le=60)] = 2.0
     #: the podman command line (runtime flags that work in restricted hosts)
     podman: list[str] = PODMAN_COMMAND
@@ -303,7 +377,9 @@ class OffloadSection(_Strict):
     #: shared by its containers; "default" = its own namespace on podman's default network (root: the
     #: `podman` bridge with NAT; rootless: slirp4netns); "host" = the host's network (no isolation)
     network: Literal["none", "default", "host"] = "none"
+    #: what a pod may ask of the host through its securityContext and volumes (everything denied by default)
     security: OffloadSecuritySection = OffloadSecuritySection()
+    #: seconds a container gets between SIGTERM and SIGKILL when its pod is deleted
     grace_s: Annotated[int, Field(ge=0, le=300)] = 5
     #: pods the virtual node accepts (the ping's `pods`)
     max_pods: Annotated[int, Field(ge=1)] = 110

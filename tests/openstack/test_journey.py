@@ -10,6 +10,7 @@ package index (the wheelhouse); guests share the host kernel, so Slurm jobs run 
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,6 +142,13 @@ def run_journey(
     clouds = journey.ok_on_master("sudo cat /etc/marea/clouds.yaml")
     assert "v3applicationcredential" in clouds and "password" not in clouds
     assert journey.ok_on_master("sudo stat -c %a /etc/marea/clouds.yaml").strip() == "600"
+    # and in the sandbox of the unit shipped in the package (src/marea/systemd/marea.service), as systemd set it up
+    pid = "$(systemctl show -p MainPID --value marea)"
+    creds = journey.ok_on_master(f"sudo grep -E '^(NoNewPrivs|CapEff|CapBnd):' /proc/{pid}/status")
+    assert re.search(r"NoNewPrivs:\s+1\b", creds) and re.search(r"CapEff:\s+0+\n", creds), creds
+    assert re.search(r"CapBnd:\s+0+\n", creds), creds
+    sandbox = journey.on_master(f"sudo nsenter -t {pid} -m touch /etc/marea-sandbox-probe")
+    assert sandbox.returncode != 0 and "Read-only file system" in sandbox.stderr, sandbox.stdout + sandbox.stderr
 
     assert_master_keeps_its_secrets(journey)
 

@@ -260,17 +260,6 @@ def _slurm_conf(cf: ClusterFile, master_ip: str) -> str:
     return "\n".join(lines)
 
 
-def _marea_service(system: str) -> str:
-    after = {"slurm": " slurmctld.service", "htcondor": " condor.service"}.get(system, "")
-    return (
-        "[Unit]\nDescription=marea elastic engine\n"
-        f"After=network-online.target{after}\nWants=network-online.target\n\n"
-        "[Service]\nExecStart=/opt/marea/bin/marea run -c /etc/marea/marea.toml\n"
-        "Environment=OS_CLIENT_CONFIG_FILE=/etc/marea/clouds.yaml\n"
-        "Restart=on-failure\nRestartSec=5\n\n[Install]\nWantedBy=multi-user.target\n"
-    )
-
-
 def _install_marea(cf: ClusterFile) -> list[list[str]]:
     """marea into its own venv on the master, from PyPI or from `master.pip_find_links` (no index there)."""
     source: list[str] = []
@@ -297,7 +286,6 @@ def master_user_data(cf: ClusterFile, joins: JoinSecrets, master_ip: str, clouds
             "content": base64.b64encode(toml.encode()).decode(),
             "permissions": "0600",
         },
-        _file("/etc/systemd/system/marea.service", _marea_service(system)),
         {
             "path": "/etc/marea/clouds.yaml",
             "encoding": "b64",
@@ -370,6 +358,8 @@ def master_user_data(cf: ClusterFile, joins: JoinSecrets, master_ip: str, clouds
     runcmd += [
         ["mkdir", "-p", "/var/lib/marea"],
         *_install_marea(cf),
+        # the unit shipped in the package (hardened: src/marea/systemd/marea.service), with this ExecStart
+        ["/opt/marea/bin/marea", "systemd", "install", "--config", "/etc/marea/marea.toml"],
         ["systemctl", "daemon-reload"],
         ["systemctl", "enable", "--now", "marea.service"],
     ]

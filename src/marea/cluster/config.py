@@ -47,6 +47,7 @@ class MasterSection(_Strict):
     #: Machines whose kernel gives jobs no cgroups (the project's container testbed) need
     #: ["ProctrackType=proctrack/linuxproc", "TaskPlugin=task/none", "JobAcctGatherType=jobacct_gather/none"]
     slurm_conf: list[Annotated[str, Field(pattern=r"^[^\n]*$")]] = Field(default_factory=list)
+    #: the master must be ACTIVE within this many seconds of its creation, or create fails
     boot_timeout_s: Annotated[float, Field(gt=0)] = 600.0
 
     def package(self, system: str) -> str:

@@ -25,6 +25,7 @@ from marea.clouds.openstack import OpenStackCloud
 from marea.cluster.cloudinit import MASTER_PORTS, WORKER_PORTS, master_user_data
 from marea.cluster.config import ClusterFile
 from marea.cluster.joins import JoinSecrets, make_join_secrets
+from marea.extras import require
 
 log = logging.getLogger("marea.cluster")
 
@@ -80,6 +81,8 @@ class ClusterMaker:
         self.cf = cf
         self.name = cf.marea.cluster.name
         self.tag = f"{TAG_CLUSTER}={self.name}"
+        if driver is None:
+            require("openstack", "keystoneauth1")
         self.driver = driver or OpenStackCloud(cf.marea.cloud.openstack)
         #: the keypair the running create made (a failed create deletes it; destroy finds it on the master)
         self._created_keypair: str | None = None

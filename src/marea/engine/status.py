@@ -7,6 +7,25 @@ from typing import Any
 from marea.engine.store import Store
 
 
+def never_ran_report(cluster: str, now: float) -> dict[str, Any]:
+    """The report of a cluster with no state database yet: its engine never ran. Built without opening the
+    store, because opening it would create the database file, and `status` must not change anything."""
+    return {
+        "cluster": cluster,
+        "at": now,
+        "engine_ran": False,
+        "last_cycle_at": None,
+        "workers": [],
+        "queued_jobs": 0,
+        "demand": [],
+        "unsatisfiable": [],
+        "waiting": [],
+        "errors": [],
+        "boot_failures": {"consecutive": 0, "last_at": None, "last_reason": None, "total": 0},
+        "decisions": [],
+    }
+
+
 def status_report(store: Store, now: float, decisions: int = 15) -> dict[str, Any]:
     live = store.live_instances()
     last = store.get_json("last_cycle", {}) or {}
@@ -14,6 +33,8 @@ def status_report(store: Store, now: float, decisions: int = 15) -> dict[str, An
     return {
         "cluster": store.cluster,
         "at": now,
+        # false until the engine has finished its first cycle on this cluster's store
+        "engine_ran": last.get("at") is not None,
         "last_cycle_at": last.get("at"),
         "workers": [
             {

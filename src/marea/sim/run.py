@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 
 from marea.config import MareaConfig
 from marea.sim.cluster import CloudModel
@@ -72,8 +73,15 @@ def runnable(trace: Trace, cfg: MareaConfig) -> Trace:
     return Trace(trace.name, jobs, trace.dropped, trace.dropped_reason)
 
 
-def run_policy(name: str, trace: Trace, cfg: MareaConfig, idle_threshold_s: float | None = None) -> PolicyResult:
-    """One policy over `trace`. The oracle is computed, the others simulated."""
+def run_policy(
+    name: str,
+    trace: Trace,
+    cfg: MareaConfig,
+    idle_threshold_s: float | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> PolicyResult:
+    """One policy over `trace`. The oracle is computed, the others simulated. `advance` gets the number of
+    trace jobs replayed so far, up to len(trace.jobs) at the end."""
     s = cfg.simulate
     fitting = runnable(trace, cfg)
     if name == "oracle":
@@ -81,8 +89,10 @@ def run_policy(name: str, trace: Trace, cfg: MareaConfig, idle_threshold_s: floa
         result = oracle(fitting, settings.flavours[0], settings.min_workers, settings.max_workers, s.boot_time_s)
     else:
         controller = make_controller(name, cfg, idle_threshold_s)
-        result = simulate(fitting, controller, cloud_model(cfg), s.horizon_s, s.sample_every_s)
+        result = simulate(fitting, controller, cloud_model(cfg), s.horizon_s, s.sample_every_s, advance)
     unfit = len(trace.jobs) - len(fitting.jobs)
+    if advance is not None:
+        advance(len(trace.jobs))
     if unfit:
         result = replace(result, jobs=len(trace.jobs), jobs_never_started=result.jobs_never_started + unfit)
     return result
@@ -93,7 +103,10 @@ def run_policies(
     trace: Trace,
     cfg: MareaConfig,
     progress: Callable[[str], None] | None = None,
+    advance: Callable[[str, int], None] | None = None,
 ) -> dict[str, PolicyResult]:
+    """Every policy of `names` over `trace`: `progress(name)` when one starts, `advance(name, jobs replayed)`
+    as it goes."""
     for name in names:
         if name not in POLICIES:
             raise UnknownPolicy(f"unknown policy {name!r}: choose among {', '.join(POLICIES)}")
@@ -101,5 +114,6 @@ def run_policies(
     for name in names:
         if progress:
             progress(name)
-        results[name] = run_policy(name, trace, cfg)
+        step = None if advance is None else partial(advance, name)
+        results[name] = run_policy(name, trace, cfg, advance=step)
     return results

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -103,8 +104,12 @@ def simulate(
     cloud: CloudModel,
     horizon_s: float = 7 * 86400.0,
     sample_every_s: float = 600.0,
+    progress: Callable[[int], None] | None = None,
 ) -> PolicyResult:
-    """Replay `trace` with `controller` deciding the cluster's size; return the measured figures."""
+    """Replay `trace` with `controller` deciding the cluster's size; return the measured figures.
+
+    `progress`, when given, is called with the number of jobs submitted so far, about 200 times in a run (a
+    replay of a year-long trace takes minutes: `marea simulate` shows a progress bar with it)."""
     wall0 = time.perf_counter()
     jobs = trace.jobs
     t0 = trace.start
@@ -121,6 +126,8 @@ def simulate(
     min_idle_s = 0.0  # idle VM time the minimum size forces: max(0, min(resting, joined) - busy VMs)
     last_t = t0
     i, n = 0, len(jobs)
+    report_every = max(1, n // 200)
+    next_report = report_every
     while True:
         if (
             i >= n
@@ -156,6 +163,9 @@ def simulate(
             submitted = True
         if submitted:
             cluster.schedule()
+            if progress is not None and i >= next_report:
+                progress(i)
+                next_report = i + report_every
         if cluster.changed:
             controller.notify(t)
             cluster.changed = False
@@ -167,6 +177,8 @@ def simulate(
             cluster.changed = False
             max_seen = max(max_seen, cluster.alive_workers())
     cluster.finish()
+    if progress is not None:
+        progress(n)
     acct = cluster.acct
     started = np.fromiter((j.start - j.trace.submit for j in sim_jobs if j.start >= 0), dtype=float)
     p50, p95, pmax = wait_stats(started)

@@ -188,6 +188,9 @@ def run_journey(
     assert "boot" in kinds and "joined" in kinds, engine["decisions"]  # marea saw its workers join
     assert engine["boot_failures"]["total"] == 0, engine["boot_failures"]
     assert 1 <= len(seen) <= MAX_WORKERS, f"{len(seen)} workers booted (max {MAX_WORKERS}): duplicates?"
+    if system == "htcondor":  # each removed worker's own token is revoked at the central manager
+        revoked = journey.ok_on_master("sudo cat /etc/condor/config.d/60-marea-revoked.conf")
+        assert revoked.count('"') >= 2 * len(seen) and "SEC_TOKEN_REVOCATION_EXPR = member(jti," in revoked, revoked
     final = journey.status()
     assert final["master"] is not None and final["workers"] == [] and final["engine"] is not None
     destroyed = journey.destroy()

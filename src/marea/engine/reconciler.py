@@ -41,6 +41,7 @@ from marea.model import (
     Plan,
     PolicySettings,
     Quota,
+    Resources,
 )
 from marea.policy import decide
 
@@ -48,6 +49,7 @@ log = logging.getLogger("marea.engine")
 
 #: default of how long a joined worker may be missing from the batch system before it is declared failed
 ABSENT_GRACE_S = 120.0
+NO_ROOM = Resources(0.0, 0.0, 0)
 
 
 @dataclass
@@ -145,11 +147,14 @@ class Reconciler:
             rec = store.update_instance(rec, address=vm.address)
         if rec.state is InstanceState.FAILED:
             return rec
-        if worker is None:
+        if worker is None or worker.lost:
+            # Absent, or present but lost (Slurm DOWN / NOT_RESPONDING / FAIL, an HTCondor startd silent past
+            # lost_after_s): after the grace the worker is failed, deleted and replaced by the policy.
             if rec.state.joined:
                 since = self._absent_since.setdefault(rec.id, now)
                 if now - since > self.absent_grace_s:
-                    return store.set_state(rec, InstanceState.FAILED, now, failure="worker left the batch system")
+                    failure = "worker left the batch system" if worker is None else "the batch system lost the worker"
+                    return store.set_state(rec, InstanceState.FAILED, now, failure=failure)
             return rec
         self._absent_since.pop(rec.id, None)
         if rec.state is InstanceState.BOOTING:
@@ -311,6 +316,9 @@ class Reconciler:
         views = []
         for rec in live:
             worker = snap.workers.get(rec.id)
+            free = worker.free if worker is not None else None
+            if rec.state.joined and (worker is None or worker.lost):
+                free = NO_ROOM  # a lost or vanished worker runs nothing new: no free capacity, whatever it says
             views.append(
                 InstanceView(
                     id=rec.id,
@@ -319,7 +327,7 @@ class Reconciler:
                     state_since=rec.state_since,
                     created_at=rec.created_at,
                     group=rec.group,
-                    free=worker.free if worker is not None else None,
+                    free=free,
                     idle_since=rec.idle_since,
                     drained=bool(worker is not None and worker.drained)
                     or (rec.state is InstanceState.DRAINING and worker is None and rec.joined_at is not None),

@@ -29,6 +29,8 @@ from marea.clouds.base import (
     VMSpec,
     VMStatus,
 )
+from marea.clouds.retry import TRANSIENT
+from marea.clouds.retry import summary as retry_summary
 from marea.engine.store import DecisionRecord, InstanceRecord, Store
 from marea.model import (
     Action,
@@ -228,6 +230,16 @@ class Reconciler:
                     cloud_id=result.vm.cloud_id,
                     address=result.vm.address,
                 )
+            elif result.error is not None and result.error.kind in TRANSIENT:
+                # The answer was lost (5xx, timeout, dropped connection): the server may exist. The record stays
+                # `requested`; the next listing adopts the server or closes the record, as after a crash.
+                reason = (
+                    f"create of {result.spec.instance_id} failed: {result.error.reason} "
+                    "(outcome unknown: the next listing of owned VMs decides)"
+                )
+                self._count_failed_boot(now, result.error.reason)
+                self._decision(now, "failed", reason, result.spec.instance_id)
+                errors.append(reason)
             else:
                 assert result.error is not None
                 reason = f"create of {result.spec.instance_id} failed: {result.error.reason}"
@@ -259,6 +271,20 @@ class Reconciler:
     def cycle(self) -> CycleReport:
         now = self.clock()
         report = CycleReport(now)
+        try:
+            return self._cycle(now, report)
+        finally:
+            self._note_retries(now)
+
+    def _note_retries(self, now: float) -> None:
+        """The driver's retries of this cycle, as one decision and a running total."""
+        events = self.cloud.take_retries()
+        if events:
+            self._decision(now, "retry", retry_summary(events))
+            total = int(self.store.get_json("cloud_retries_total", 0)) + len(events)
+            self.store.put_json("cloud_retries_total", total)
+
+    def _cycle(self, now: float, report: CycleReport) -> CycleReport:
         try:
             vms = self.cloud.list_owned(self.cluster)
         except CloudError as exc:

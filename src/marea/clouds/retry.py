@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from marea.clouds.base import CloudError, CloudErrorKind
 
@@ -77,7 +77,7 @@ def with_retries(
     retrying = Retrying(
         retry=retry_if_exception(is_transient),
         stop=stop_after_attempt(attempts),
-        wait=wait_exponential_jitter(initial=initial_s, max=max_wait_s, jitter=initial_s),
+        wait=wait_exponential(multiplier=initial_s, max=max_wait_s) + wait_random(0, initial_s),
         before_sleep=note,
         reraise=True,
     )

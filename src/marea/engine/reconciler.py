@@ -103,6 +103,16 @@ class Reconciler:
             iid = vm.instance_id
             if iid is None or iid in known or vm.status is VMStatus.DELETED:
                 continue
+            closed = self.store.get(iid)
+            if closed is not None:
+                # Its record was closed (a create whose answer was lost, and a listing that did not show the VM
+                # yet): the VM is the truth, the record is reopened.
+                self.store.update_instance(closed, state=InstanceState.BOOTING, state_since=now, cloud_id=vm.cloud_id,
+                                           address=vm.address, failure=None)  # fmt: skip
+                self._decision(now, "adopt", f"adopted {iid} again: owned VM {vm.cloud_id} appeared after its "
+                               "record was closed", iid)  # fmt: skip
+                adopted = True
+                continue
             flavour = vm.tags.get(TAG_FLAVOUR, self.settings.flavours[0].name)
             rec = InstanceRecord(
                 id=iid,

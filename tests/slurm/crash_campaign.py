@@ -22,6 +22,7 @@ import contextlib
 import random
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ class TrialResult:
     adopted: int = 0
     completed: bool = False
     error: str = ""
+    #: the lifecycle states of the cluster's instances right after the kill (where the kill landed)
+    states_at_kill: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -76,6 +79,8 @@ class CampaignResult:
             "duplicate_joins": sum(x.duplicate_joins for x in t),
             "failed_boots_after_kill": sum(x.failed_boots for x in t),
             "adoptions": sum(x.adopted for x in t),
+            "kills_with_workers_in": dict(sorted(Counter(st for x in t for st in set(x.states_at_kill)).items())),
+            "kills_with_no_worker_yet": sum(not x.states_at_kill for x in t),
             "seconds_median": secs[len(secs) // 2] if secs else 0.0,
             "seconds_max": secs[-1] if secs else 0.0,
             "errors": [f"trial {x.trial}: {x.error}" for x in t if x.error],
@@ -103,7 +108,7 @@ def _wait(cond: Any, timeout: float, step: float = 0.1) -> bool:
 def run_trial(tb: SlurmTestbed, workdir: Path, trial: int, rng: random.Random, timeout_s: float = 150) -> TrialResult:
     cluster = f"cx{trial}"
     phase = rng.choice(["up", "down"])
-    delay = round(rng.uniform(0.0, 4.0 if phase == "up" else 2.0), 2)
+    delay = round(rng.uniform(0.0, 1.5 if phase == "up" else 0.8), 2)
     res = TrialResult(trial, phase, delay)
     workdir.mkdir(parents=True, exist_ok=True)
     cfg_path = write_demo_config(workdir, tb, cluster=cluster, max_workers=MAX_WORKERS, idle_threshold_s=1,
@@ -135,6 +140,7 @@ def run_trial(tb: SlurmTestbed, workdir: Path, trial: int, rng: random.Random, t
                 res.error = "no drain within 90 s before the kill"
         time.sleep(delay)
         engine.kill9()
+        res.states_at_kill = sorted(r.state.value for r in store.live_instances())
         engine = EngineProcess(cfg_path)
         engine.start()
 
@@ -189,8 +195,10 @@ def run_campaign(trials: int, seed: int = 1, workdir: Path | None = None, log: A
             r = run_trial(tb, base / f"t{i}", i, rng)
             result.trials.append(r)
             if log:
+                at_kill = ",".join(r.states_at_kill) or "-"
                 log(f"trial {i + 1}/{trials}: kill in scale-{r.phase} after {r.kill_after_s} s -> "
-                    f"{'ok' if r.completed else r.error} in {r.seconds} s (leaked {r.leaked_vms}, killed jobs "
+                    f"{'ok' if r.completed else r.error} in {r.seconds} s (at the kill: {at_kill}; "
+                    f"leaked {r.leaked_vms}, killed jobs "
                     f"{r.jobs_killed}, requeued {r.jobs_requeued}, over max {r.boots_over_max}, duplicate joins "
                     f"{r.duplicate_joins}, failed boots {r.failed_boots}, adopted {r.adopted})")  # fmt: skip
     finally:

@@ -24,10 +24,10 @@ pytestmark = pytest.mark.openstack
 def test_the_driver_runs_on_an_application_credential_of_the_demo_user(
     testbed: OpenStackTestbed, demo: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG)
     auth_url = yaml.safe_load(testbed.clouds_yaml.read_text())["clouds"]["demo"]["auth"]["auth_url"]
     cluster = f"ac{uuid.uuid4().hex[:6]}"
     cred = demo.identity.create_application_credential(user=demo.current_user_id, name=f"marea-{cluster}")
+    caplog.set_level(logging.DEBUG)  # from here on: the SDK logs the creation's answer, secret included
     section = OpenStackCloudSection(
         auth_url=auth_url,
         auth_type="v3applicationcredential",

@@ -105,8 +105,10 @@ class Reconciler:
                 continue
             closed = self.store.get(iid)
             if closed is not None:
+                if vm.status is VMStatus.DELETING:
+                    continue  # deleted by this engine, still on its way out
                 # Its record was closed (a create whose answer was lost, and a listing that did not show the VM
-                # yet): the VM is the truth, the record is reopened.
+                # yet): the VM is the truth, the record is reopened; if it never joins, the join timeout ends it.
                 self.store.update_instance(closed, state=InstanceState.BOOTING, state_since=now, cloud_id=vm.cloud_id,
                                            address=vm.address, failure=None)  # fmt: skip
                 self._decision(now, "adopt", f"adopted {iid} again: owned VM {vm.cloud_id} appeared after its "

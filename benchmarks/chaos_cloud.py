@@ -1,6 +1,6 @@
 """The cloud-fault campaign, long form: the engine against the OpenStack testbed behind a fault-injecting proxy.
 
-    .venv/bin/python benchmarks/chaos_cloud.py [--rounds 10] [--demand 4] [--error 0.3] [--seed 1] [--json]
+    .venv/bin/python benchmarks/chaos_cloud.py [--rounds 10] [--demand 4] [--error 0.3] [--seed 1] [--no-faults] [--json]
 
 Each round raises the demand to D workers and drops it to 0; the proxy (tests/fault_proxy.py) answers a share
 of the calls 5xx, delays 20 % of them by 2 s, drops 3 % before and 3 % after forwarding, and refuses 10 % of
@@ -34,6 +34,7 @@ def main() -> int:
     ap.add_argument("--demand", type=int, default=4)
     ap.add_argument("--error", type=float, default=0.3, help="share of calls answered 5xx")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-faults", action="store_true", help="the same campaign through a proxy that injects nothing")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     import openstack
@@ -43,7 +44,7 @@ def main() -> int:
     conn = openstack.connect(cloud="demo")
     with tempfile.TemporaryDirectory(prefix="marea-chaos-cloud-") as d:
         result = run_campaign(conn, STATE / "clouds.yaml", Path(d), rounds=args.rounds, demand=args.demand,
-                              faults=Faults(error=args.error), seed=args.seed,
+                              faults=Faults(error=args.error, enabled=not args.no_faults), seed=args.seed,
                               log=None if args.json else print)  # fmt: skip
     conn.close()
     out = {**asdict(result), "ok": result.ok}

@@ -1,6 +1,6 @@
 """The cloud-fault campaign, long form: the engine against the OpenStack testbed behind a fault-injecting proxy.
 
-    .venv/bin/python benchmarks/chaos_cloud.py [--rounds 10] [--demand 4] [--error 0.3] [--seed 1] [--no-faults] [--json]
+    .venv/bin/python benchmarks/chaos_cloud.py [--rounds 10] [--demand 4] [--error 0.3] [--seed 1] [--no-faults]
 
 Each round raises the demand to D workers and drops it to 0; the proxy (tests/fault_proxy.py) answers a share
 of the calls 5xx, delays 20 % of them by 2 s, drops 3 % before and 3 % after forwarding, and refuses 10 % of

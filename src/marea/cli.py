@@ -1,6 +1,7 @@
 """The `marea` command line: one entry point for the engine, the offload server, clusters and the simulator.
 
-Exit codes: 0 success, 1 a run-time failure, 2 bad usage or bad configuration (one clear line on stderr).
+Exit codes: 0 success, 1 a run-time failure, 2 bad usage or bad configuration (one clear line on stderr),
+3 `marea run` refused because another engine already runs the cluster.
 """
 
 from __future__ import annotations
@@ -107,14 +108,18 @@ def run(
     """Run the elastic engine (a daemon; SIGTERM or Ctrl-C stops it cleanly, leaving the VMs to be adopted)."""
     from marea.batch.base import BatchError
     from marea.clouds.base import CloudError
-    from marea.engine.runner import AlreadyRunning, run_forever, setup_logging
+    from marea.engine.runner import AlreadyRunning, LockLost, run_forever, setup_logging
 
     cfg = load_or_exit(config)
     setup_logging(cfg, verbose)
     try:
         run_forever(cfg)
-    except AlreadyRunning as exc:
+    except AlreadyRunning as exc:  # exit 3: another engine runs this cluster (the line names it)
+        raise fail(str(exc), 3) from None
+    except LockLost as exc:
         raise fail(str(exc), 1) from None
+    except (ConfigError, ValueError) as exc:
+        raise fail(str(exc)) from None
     except NotImplementedError as exc:
         raise fail(str(exc)) from None
     except (CloudError, BatchError) as exc:

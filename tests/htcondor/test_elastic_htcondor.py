@@ -316,3 +316,77 @@ def _toml_sections(text: str) -> list[str]:
         else:
             sections[-1] += "\n" + line
     return sections
+
+
+def _kill_condor_daemons(instance_id: str) -> int:
+    """SIGKILL every condor_* process in the worker VM's network namespace (the master first, so it restarts
+    nothing); the VM itself stays up. Returns how many were killed."""
+    import os
+    import signal
+    import subprocess
+
+    pids = subprocess.run(["ip", "netns", "pids", f"mvm-{instance_id}"], capture_output=True, text=True).stdout.split()
+    named = []
+    for pid in pids:
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm.startswith("condor_"):
+            named.append((comm != "condor_master", int(pid)))
+    for _, pid in sorted(named):
+        os.kill(pid, signal.SIGKILL)
+    return len(named)
+
+
+def test_a_silent_startd_is_no_free_capacity_and_is_failed_and_deleted(condor: CondorTestbed, tmp_path: Path) -> None:
+    """The HTCondor daemons of a joined worker die (kill -9) while its VM stays up: its ads linger in the
+    collector, but after `lost_after_s` (12 s here) marea treats it as lost. Phase 1 (a long grace): a job queued
+    then boots a second worker and runs there, so the lost worker's free slot was not counted. Phase 2 (the
+    engine restarted with a 3 s grace): the lost worker is failed and its VM deleted."""
+    from marea.model import InstanceState
+
+    cluster = "hlw"
+    cfg_path = write_config(tmp_path, condor, cluster, max_workers=2, idle_s=600)
+    text = cfg_path.read_text().replace("lost_after_s = 60", "lost_after_s = 12")
+    cfg_path.write_text(text.replace("interval_s = 1\n", "interval_s = 1\nabsent_grace_s = 600\n", 1))
+    cfg = load_config(cfg_path)
+    store = Store(cfg.state_url(), cluster)
+    cloud = LocalCloud(cfg.path("vms"))
+    engine = EngineProcess(cfg_path)
+    engine.start()
+    lost = ""
+    try:
+        first = condor.submit(1, 1, cpus=2, memory=500, batch=cluster)
+        wait_until("the first job done", lambda: all(j["JobStatus"] == 4 for j in condor.jobs(first).values()), 120)
+        lost = wait_until("the worker idle", lambda: [r.id for r in store.live_instances()
+                                                      if r.state is InstanceState.IDLE], 30)[0]  # fmt: skip
+        assert _kill_condor_daemons(lost) >= 2
+        time.sleep(15)  # past lost_after_s: the ads are stale but still in the collector (CLASSAD_LIFETIME 60 s)
+        second = condor.submit(1, 1, cpus=2, memory=500, batch=cluster)
+        wait_until("the second job done", lambda: all(j["JobStatus"] == 4 for j in condor.jobs(second).values()), 120)
+        (job,) = condor.jobs(second).values()
+        assert lost not in str(job.get("LastRemoteHost")), job
+        boots = sum(d.count for d in store.recent_decisions(1000) if d.kind == "boot")
+        assert boots == 2, f"{boots} boots: the lost worker's slot was counted free"
+        assert engine.stop() == 0
+
+        cfg_path.write_text(cfg_path.read_text().replace("absent_grace_s = 600", "absent_grace_s = 3"))
+        engine = EngineProcess(cfg_path)
+        engine.start()
+        wait_until(f"{lost} deleted", lambda: lost not in {r.id for r in store.live_instances()}, 60)
+        deletes = [d for d in store.recent_decisions(1000) if d.kind == "delete" and d.instance_id == lost]
+        assert deletes, "the lost worker was not deleted by a decision"
+        # lost while its ads last; absent once the collector dropped them (CLASSAD_LIFETIME): either is the rule
+        assert "lost the worker" in deletes[0].reason or "left the batch system" in deletes[0].reason, deletes
+        assert lost not in {vm.instance_id for vm in cloud.list_owned(cluster)}
+        healthy = {r.id for r in store.live_instances()}
+        assert len(healthy) == 1 and lost not in healthy
+    finally:
+        code = engine.stop()
+        condor.remove_jobs(f'JobBatchName == "{cluster}"')
+        leftover = cleanup(cfg_path, cluster)
+        store.close()
+    assert code == 0
+    assert lost not in {vm.instance_id for vm in leftover}  # the healthy worker (idle, min 0, 600 s) is left
+    assert len(leftover) <= 1

@@ -234,3 +234,62 @@ def test_worker_that_left_slurm_is_failed_after_the_grace_deleted_and_replaced(
         cleanup_vms(cfg.path("vms"), "ab")
     assert code == 0
     assert leftover_vm_namespaces("ab") == []
+
+
+def _slurm_node(tb: SlurmTestbed, name: str) -> dict[str, object]:
+    from marea.batch.slurm import parse_workers
+
+    nodes = json.loads(tb.client("sinfo", "--json"))
+    return {"lost": parse_workers(nodes, "marea")[name].lost} if name in parse_workers(nodes, "marea") else {}
+
+
+def test_a_worker_slurm_marks_down_is_no_free_capacity_and_is_failed_and_deleted(
+    slurm: SlurmTestbed, tmp_path: Path
+) -> None:
+    """The slurmd of a joined worker dies (kill -9) while its VM stays up: slurmctld marks the node
+    NOT_RESPONDING, then DOWN. Phase 1 (a long grace): a job queued meanwhile boots a new worker and runs
+    there, so the lost worker's cores were not counted as free. Phase 2 (the engine restarted with a 3 s
+    grace): the lost worker is failed, removed from Slurm and its VM deleted; the healthy one stays."""
+    import os
+    import signal
+    import subprocess
+
+    cfg_path = write_demo_config(tmp_path, slurm, cluster="lw", max_workers=2, min_workers=1, interval_s=1,
+                                 idle_threshold_s=600, absent_grace_s=600)  # fmt: skip
+    cfg = load_config(cfg_path)
+    cloud = LocalCloud(cfg.path("vms"))
+    engine = EngineProcess(cfg_path)
+    engine.start()
+    store = Store(cfg.state_url(), cfg.cluster.name)
+    try:
+        lost = wait_until("one idle worker", lambda: [r.id for r in store.live_instances()
+                                                      if r.state is InstanceState.IDLE], 90)[0]  # fmt: skip
+        pids = subprocess.run(["pgrep", "-f", f"slurmd -D -Z -N {lost} "], capture_output=True, text=True)
+        (pid,) = [int(p) for p in pids.stdout.split()]
+        os.kill(pid, signal.SIGKILL)
+        wait_until("Slurm marks the worker lost", lambda: _slurm_node(slurm, lost).get("lost"), 120, 1.0)
+        assert lost in {vm.instance_id for vm in cloud.list_owned("lw")}, "the VM itself stays up"
+        (job,) = submit_jobs(slurm, 1, 2)
+        wait_until("the job done", lambda: _all_done(slurm, [job]), 120)
+        ran_on = str(_jobs(slurm, [job])[job]["nodes"])
+        assert ran_on != lost and ran_on in {r.id for r in store.live_instances()}, ran_on
+        boots = sum(d.count for d in store.recent_decisions(1000) if d.kind == "boot")
+        assert boots == 2, f"{boots} boots: the lost worker's room was counted free"
+        assert engine.stop() == 0
+
+        text = cfg_path.read_text().replace("absent_grace_s = 600", "absent_grace_s = 3")
+        cfg_path.write_text(text)
+        engine = EngineProcess(cfg_path)
+        engine.start()
+        wait_until(f"{lost} deleted", lambda: lost not in {r.id for r in store.live_instances()}, 60)
+        deletes = [d for d in store.recent_decisions(1000) if d.kind == "delete" and d.instance_id == lost]
+        assert deletes and "the batch system lost the worker" in deletes[0].reason, deletes
+        assert lost not in {vm.instance_id for vm in cloud.list_owned("lw")}
+        assert lost not in slurm.client("sinfo", "-h", "-N", "-o", "%N")
+        assert [r.id for r in store.live_instances()] == [ran_on]
+    finally:
+        store.close()
+        code = engine.stop()
+        cleanup_vms(cfg.path("vms"), "lw")
+    assert code == 0
+    assert leftover_vm_namespaces("lw") == []

@@ -138,7 +138,7 @@ def parse_workers(sinfo: dict[str, Any], feature: str) -> dict[str, Worker]:
         gpus_used = _gpus(str(node.get("gres_used") or ""))
         busy = alloc_cpus > 0 or base in {"MIXED", "ALLOCATED"} or "COMPLETING" in flags
         draining = "DRAIN" in flags
-        lost = base == "DOWN" or "NOT_RESPONDING" in flags
+        lost = base == "DOWN" or bool(flags & {"DOWN", "NOT_RESPONDING", "FAIL"})
         name = str(node.get("name"))
         workers[name] = Worker(
             name=name,

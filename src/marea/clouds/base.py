@@ -11,8 +11,12 @@ import abc
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from marea.model import Flavour, Quota
+
+if TYPE_CHECKING:
+    from marea.clouds.retry import RetryEvent
 
 TAG_CLUSTER = "marea-cluster"
 TAG_INSTANCE = "marea-instance"
@@ -116,6 +120,10 @@ class CloudDriver(abc.ABC):
     def quota(self) -> Quota:
         """Headroom left in the project (instances, cores, RAM): what may still be booted."""
         return Quota()
+
+    def take_retries(self) -> list[RetryEvent]:
+        """Calls retried after transient errors since the last call (clouds/retry.py); the engine logs them."""
+        return []
 
     def close(self) -> None:
         """Release connections and threads."""

@@ -10,6 +10,8 @@ Why these choices:
   timeout, 5xx) and a reason that is scrubbed of every secret this driver knows.
 - Quota is the project's real headroom from the compute limits API (max minus used), so the policy never
   asks for a VM the project cannot hold.
+- Idempotent calls (list, limits, find, delete) are retried after transient errors with tenacity
+  (clouds/retry.py); a create never is: its record stays `requested` and the next listing decides.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from marea.clouds.base import (
     VMSpec,
     VMStatus,
 )
+from marea.clouds.retry import RetryEvent, RetryLog, with_retries
 from marea.config import OpenStackCloudSection
 from marea.model import Flavour, Quota
 
@@ -155,6 +158,7 @@ class OpenStackCloud(CloudDriver):
         self._lock = threading.Lock()
         self._ids: dict[tuple[str, str], str] = {}
         self._pool = ThreadPoolExecutor(max_workers=max(1, parallel_creates), thread_name_prefix="os-create")
+        self.retries = RetryLog()
 
     # -- plumbing --------------------------------------------------------------------------------------------
     @property
@@ -170,6 +174,22 @@ class OpenStackCloud(CloudDriver):
                 except Exception as exc:
                     raise self.error(exc, "connect") from None
             return self._conn
+
+    def take_retries(self) -> list[RetryEvent]:
+        return self.retries.drain()
+
+    def _retry(self, what: str, fn: Any) -> Any:
+        """`fn()` with SDK errors mapped to CloudError, retried after transient ones."""
+
+        def call() -> Any:
+            try:
+                return fn()
+            except CloudError:
+                raise
+            except Exception as exc:
+                raise self.error(exc, what) from None
+
+        return with_retries(call, what, self.retries)
 
     def add_secrets(self, values: Sequence[str]) -> None:
         """More values to scrub from error text (join secrets made by the cluster maker)."""
@@ -218,10 +238,7 @@ class OpenStackCloud(CloudDriver):
             "network": self.conn.network.find_network,
             "flavour": self.conn.compute.find_flavor,
         }[kind]
-        try:
-            found = finder(ref, ignore_missing=True)
-        except Exception as exc:
-            raise self.error(exc, f"find {kind} {ref!r}") from None
+        found = self._retry(f"find {kind} {ref!r}", lambda: finder(ref, ignore_missing=True))
         if found is None:
             raise CloudError(f"openstack: {kind} {ref!r} not found in the project", CloudErrorKind.NOT_FOUND)
         with self._lock:
@@ -311,20 +328,16 @@ class OpenStackCloud(CloudDriver):
         return list(self._pool.map(one, specs))
 
     def list_owned(self, cluster: str) -> list[CloudVM]:
-        try:
-            servers = list(self.conn.compute.servers(details=True))
-        except Exception as exc:
-            raise self.error(exc, "list servers") from None
+        servers = self._retry("list servers", lambda: list(self.conn.compute.servers(details=True)))
         return [self.to_vm(s) for s in servers if (s.metadata or {}).get(TAG_CLUSTER) == cluster]
 
     def delete(self, vm: CloudVM) -> None:
         cluster = vm.tags.get(TAG_CLUSTER)
         if not cluster:
             raise CloudError(f"openstack: refusing to delete {vm.cloud_id}: no ownership tag on the record")
-        try:
-            server = self.conn.compute.find_server(vm.cloud_id, ignore_missing=True)
-        except Exception as exc:
-            raise self.error(exc, f"read {vm.cloud_id}") from None
+        server = self._retry(
+            f"read {vm.cloud_id}", lambda: self.conn.compute.find_server(vm.cloud_id, ignore_missing=True)
+        )
         if server is None:
             return
         owner = (server.metadata or {}).get(TAG_CLUSTER)
@@ -333,17 +346,13 @@ class OpenStackCloud(CloudDriver):
                 f"openstack: refusing to delete server {vm.cloud_id}: it is not owned by cluster {cluster}",
                 CloudErrorKind.OTHER,
             )
-        try:
-            self.conn.compute.delete_server(server, ignore_missing=True)
-        except Exception as exc:
-            raise self.error(exc, f"delete {vm.cloud_id}") from None
+        self._retry(f"delete {vm.cloud_id}", lambda: self.conn.compute.delete_server(server, ignore_missing=True))
         log.info("deleted server %s (%s)", vm.name, vm.cloud_id)
 
     def flavours(self) -> list[Flavour]:
-        try:
-            flavors = list(self.conn.compute.flavors(details=True, get_extra_specs=True))
-        except Exception as exc:
-            raise self.error(exc, "list flavours") from None
+        flavors = self._retry(
+            "list flavours", lambda: list(self.conn.compute.flavors(details=True, get_extra_specs=True))
+        )
         return [
             Flavour(f.name, int(f.vcpus), int(f.ram), gpus_from_extra_specs(dict(f.extra_specs or {}))) for f in flavors
         ]
@@ -355,15 +364,12 @@ class OpenStackCloud(CloudDriver):
         instance), while the server list shows a new server at once; the larger of the two is used, so a
         cycle right after a scale-up does not see room that is already taken and trip over 403s.
         """
-        try:
-            limits = self.conn.compute.get_limits().absolute
-            servers = [
-                srv
-                for srv in self.conn.compute.servers(details=True)
-                if str(srv.status or "").upper() not in ("DELETED", "SOFT_DELETED")
-            ]
-        except Exception as exc:
-            raise self.error(exc, "read limits") from None
+        limits = self._retry("read limits", lambda: self.conn.compute.get_limits().absolute)
+        servers = [
+            srv
+            for srv in self._retry("list servers", lambda: list(self.conn.compute.servers(details=True)))
+            if str(srv.status or "").upper() not in ("DELETED", "SOFT_DELETED")
+        ]
         listed_cores = sum(int(getattr(srv.flavor, "vcpus", 0) or 0) for srv in servers)
         listed_ram = sum(int(getattr(srv.flavor, "ram", 0) or 0) for srv in servers)
         return Quota(

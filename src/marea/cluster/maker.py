@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
+
 from marea.clouds.base import TAG_CLUSTER, TAG_INSTANCE, CloudError, CloudErrorKind, CloudVM, VMStatus
 from marea.clouds.openstack import OpenStackCloud
 from marea.cluster.cloudinit import MASTER_PORTS, WORKER_PORTS, master_user_data
@@ -406,12 +408,13 @@ class ClusterMaker:
 
     def _delete_group(self, group: Any) -> None:
         """Neutron refuses (409) while a port still uses the group; ports of deleted servers go shortly."""
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                self.conn.network.delete_security_group(group, ignore_missing=True)
-                return
-            except Exception as exc:
-                if getattr(exc, "status_code", None) != 409 or time.monotonic() > deadline:
-                    raise self.driver.error(exc, f"delete security group {group.name}") from None
-                time.sleep(1.0)
+        retrying = Retrying(
+            retry=retry_if_exception(lambda exc: getattr(exc, "status_code", None) == 409),
+            stop=stop_after_delay(60),
+            wait=wait_fixed(1.0),
+            reraise=True,
+        )
+        try:
+            retrying(self.conn.network.delete_security_group, group, ignore_missing=True)
+        except Exception as exc:
+            raise self.driver.error(exc, f"delete security group {group.name}") from None

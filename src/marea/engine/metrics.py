@@ -41,6 +41,7 @@ class Recorder(Protocol):
     def failed_boot(self, kind: str) -> None: ...
     def deleted(self) -> None: ...
     def cloud_error(self, kind: str) -> None: ...
+    def cloud_retries(self, count: int) -> None: ...
     def cycle_seen(self, view: ClusterView, workers: Sequence[InstanceRecord], queued_jobs: int) -> None: ...
     def cycle_duration(self, seconds: float) -> None: ...
 
@@ -61,6 +62,9 @@ class NullRecorder:
         pass
 
     def cloud_error(self, kind: str) -> None:
+        pass
+
+    def cloud_retries(self, count: int) -> None:
         pass
 
     def cycle_seen(self, view: ClusterView, workers: Sequence[InstanceRecord], queued_jobs: int) -> None:
@@ -116,6 +120,7 @@ class EngineMetrics:
         self.deletes = Counter("marea_deletes", "Worker VMs deleted from the cloud", registry=r)
         self.decisions = Counter("marea_decisions", "Decisions of the engine, by kind", ["kind"], registry=r)
         self.cloud_errors = Counter("marea_cloud_errors", "Failed cloud calls, by kind", ["kind"], registry=r)
+        self.retries = Counter("marea_cloud_retries", "Cloud calls repeated after a transient failure", registry=r)
         self.cycle_seconds = Histogram(
             "marea_cycle_duration_seconds", "Duration of a reconcile cycle", registry=r,
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
@@ -145,6 +150,9 @@ class EngineMetrics:
 
     def cloud_error(self, kind: str) -> None:
         self.cloud_errors.labels(kind=kind).inc()
+
+    def cloud_retries(self, count: int) -> None:
+        self.retries.inc(count)
 
     def cycle_duration(self, seconds: float) -> None:
         self.cycle_seconds.observe(seconds)

@@ -29,6 +29,8 @@ from marea.clouds.base import (
     VMSpec,
     VMStatus,
 )
+from marea.clouds.retry import TRANSIENT
+from marea.clouds.retry import summary as retry_summary
 from marea.engine.metrics import NullRecorder, Recorder
 from marea.engine.store import DecisionRecord, InstanceRecord, Store
 from marea.model import (
@@ -42,6 +44,7 @@ from marea.model import (
     Plan,
     PolicySettings,
     Quota,
+    Resources,
 )
 from marea.policy import decide
 
@@ -49,6 +52,7 @@ log = logging.getLogger("marea.engine")
 
 #: default of how long a joined worker may be missing from the batch system before it is declared failed
 ABSENT_GRACE_S = 120.0
+NO_ROOM = Resources(0.0, 0.0, 0)
 
 
 @dataclass
@@ -103,6 +107,18 @@ class Reconciler:
             iid = vm.instance_id
             if iid is None or iid in known or vm.status is VMStatus.DELETED:
                 continue
+            closed = self.store.get(iid)
+            if closed is not None:
+                if vm.status is VMStatus.DELETING:
+                    continue  # deleted by this engine, still on its way out
+                # Its record was closed (a create whose answer was lost, and a listing that did not show the VM
+                # yet): the VM is the truth, the record is reopened; if it never joins, the join timeout ends it.
+                self.store.update_instance(closed, state=InstanceState.BOOTING, state_since=now, cloud_id=vm.cloud_id,
+                                           address=vm.address, failure=None)  # fmt: skip
+                self._decision(now, "adopt", f"adopted {iid} again: owned VM {vm.cloud_id} appeared after its "
+                               "record was closed", iid)  # fmt: skip
+                adopted = True
+                continue
             flavour = vm.tags.get(TAG_FLAVOUR, self.settings.flavours[0].name)
             rec = InstanceRecord(
                 id=iid,
@@ -149,11 +165,14 @@ class Reconciler:
             rec = store.update_instance(rec, address=vm.address)
         if rec.state is InstanceState.FAILED:
             return rec
-        if worker is None:
+        if worker is None or worker.lost:
+            # Absent, or present but lost (Slurm DOWN / NOT_RESPONDING / FAIL, an HTCondor startd silent past
+            # lost_after_s): after the grace the worker is failed, deleted and replaced by the policy.
             if rec.state.joined:
                 since = self._absent_since.setdefault(rec.id, now)
                 if now - since > self.absent_grace_s:
-                    return store.set_state(rec, InstanceState.FAILED, now, failure="worker left the batch system")
+                    failure = "worker left the batch system" if worker is None else "the batch system lost the worker"
+                    return store.set_state(rec, InstanceState.FAILED, now, failure=failure)
             return rec
         self._absent_since.pop(rec.id, None)
         if rec.state is InstanceState.BOOTING:
@@ -233,6 +252,16 @@ class Reconciler:
                     cloud_id=result.vm.cloud_id,
                     address=result.vm.address,
                 )
+            elif result.error is not None and result.error.kind in TRANSIENT:
+                # The answer was lost (5xx, timeout, dropped connection): the server may exist. The record stays
+                # `requested`; the next listing adopts the server or closes the record, as after a crash.
+                reason = (
+                    f"create of {result.spec.instance_id} failed: {result.error.reason} "
+                    "(outcome unknown: the next listing of owned VMs decides)"
+                )
+                self._count_failed_boot(now, result.error.reason, "create_failed")
+                self._decision(now, "failed", reason, result.spec.instance_id)
+                errors.append(reason)
             else:
                 assert result.error is not None
                 reason = f"create of {result.spec.instance_id} failed: {result.error.reason}"
@@ -265,6 +294,21 @@ class Reconciler:
     def cycle(self) -> CycleReport:
         now = self.clock()
         report = CycleReport(now)
+        try:
+            return self._cycle(now, report)
+        finally:
+            self._note_retries(now)
+
+    def _note_retries(self, now: float) -> None:
+        """The driver's retries of this cycle, as one decision and a running total."""
+        events = self.cloud.take_retries()
+        if events:
+            self._decision(now, "retry", retry_summary(events))
+            self.recorder.cloud_retries(len(events))
+            total = int(self.store.get_json("cloud_retries_total", 0)) + len(events)
+            self.store.put_json("cloud_retries_total", total)
+
+    def _cycle(self, now: float, report: CycleReport) -> CycleReport:
         try:
             vms = self.cloud.list_owned(self.cluster)
         except CloudError as exc:
@@ -326,6 +370,9 @@ class Reconciler:
         views = []
         for rec in live:
             worker = snap.workers.get(rec.id)
+            free = worker.free if worker is not None else None
+            if rec.state.joined and (worker is None or worker.lost):
+                free = NO_ROOM  # a lost or vanished worker runs nothing new: no free capacity, whatever it says
             views.append(
                 InstanceView(
                     id=rec.id,
@@ -334,7 +381,7 @@ class Reconciler:
                     state_since=rec.state_since,
                     created_at=rec.created_at,
                     group=rec.group,
-                    free=worker.free if worker is not None else None,
+                    free=free,
                     idle_since=rec.idle_since,
                     drained=bool(worker is not None and worker.drained)
                     or (rec.state is InstanceState.DRAINING and worker is None and rec.joined_at is not None),

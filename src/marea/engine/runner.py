@@ -1,34 +1,31 @@
 """`marea run`: the reconcile loop as a daemon, stopped cleanly by SIGTERM or SIGINT.
 
-Stopping does not touch the VMs: they keep running their jobs, and the next start adopts them. A lock file
-next to the state database keeps a second engine from driving the same cluster at the same time.
+Stopping does not touch the VMs: they keep running their jobs, and the next start adopts them. An exclusive
+lock on the cluster's state (engine/lock.py) keeps a second engine from driving the same cluster at the same time.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import signal
 import threading
 import time
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
 from marea.batch.factory import make_batch
 from marea.clouds.factory import make_cloud
-from marea.config import MareaConfig
+from marea.config import ConfigError, MareaConfig
+from marea.engine.lock import AlreadyRunning, EngineLock, LockLost, lock_for
 from marea.engine.metrics import EngineMetrics
 from marea.engine.reconciler import Reconciler
 from marea.engine.store import Store
 from marea.web.app import make_app
 from marea.web.server import ListenError, WebServer, parse_listen
 
+__all__ = ["AlreadyRunning", "LockLost", "build_reconciler", "run_forever", "setup_logging"]
+
 log = logging.getLogger("marea.engine")
-
-
-class AlreadyRunning(Exception):
-    pass
 
 
 def setup_logging(cfg: MareaConfig, verbose: bool = False) -> None:
@@ -71,22 +68,34 @@ def start_web(cfg: MareaConfig, metrics: EngineMetrics) -> tuple[WebServer, Stor
     return server, store
 
 
-def _lock(cfg: MareaConfig) -> IO[str] | None:
-    if "://" in cfg.cluster.state:
-        return None  # a server database: locking is the operator's business (one engine per cluster)
-    path = Path(str(cfg.path(cfg.cluster.state)) + ".lock")
-    f = open(path, "a+")  # noqa: SIM115 - held for the life of the process
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise AlreadyRunning(f"another marea engine already runs on {cfg.path(cfg.cluster.state)}") from None
-    return f
+def engine_lock(cfg: MareaConfig) -> EngineLock:
+    url = cfg.state_url()
+    path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+    return lock_for(url, path, cfg.cluster.name)
+
+
+def check_daemon_credentials(cfg: MareaConfig) -> None:
+    """Refuse credentials that expire under a daemon.
+
+    An OIDC access token (auth_type v3oidcaccesstoken) lives about an hour at INDIGO IAM and EGI Check-in;
+    keystoneauth cannot renew it, so the engine would lose the cloud mid-scale-down and leave workers behind.
+    Refreshing needs the IdP client secret plus a refresh token or the user's password on the master, which is
+    more to steal than an application credential: one project, revocable, its roles restricted, no IdP on
+    the path. So the daemon takes an application credential (or a password); docs/reliability.md says how to
+    make one from an OIDC login.
+    """
+    if cfg.cloud.driver == "openstack" and cfg.cloud.openstack.auth_type == "v3oidcaccesstoken":
+        raise ConfigError(
+            "cloud.openstack.auth_type: an OIDC access token expires under a daemon; give `marea run` an "
+            "application credential (auth_type = v3applicationcredential, see docs/reliability.md)"
+        )
 
 
 def run_forever(cfg: MareaConfig, stop: threading.Event | None = None, max_cycles: int | None = None) -> None:
     stop = stop or threading.Event()
-    lock = _lock(cfg)
+    check_daemon_credentials(cfg)
+    lock = engine_lock(cfg)
+    lock.acquire()  # AlreadyRunning: another engine holds the cluster
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         log.info("received %s: stopping after this cycle", signal.Signals(signum).name)
@@ -96,7 +105,11 @@ def run_forever(cfg: MareaConfig, stop: threading.Event | None = None, max_cycle
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
     metrics = EngineMetrics(cfg.cluster.name, {f.name: f.cores for f in cfg.flavours})
-    rec = build_reconciler(cfg, metrics)
+    try:
+        rec = build_reconciler(cfg, metrics)
+    except BaseException:
+        lock.release()
+        raise
     web = start_web(cfg, metrics)
     log.info(
         "engine started: cluster %s, %s cloud, %s batch, interval %g s",
@@ -109,6 +122,7 @@ def run_forever(cfg: MareaConfig, stop: threading.Event | None = None, max_cycle
     try:
         while not stop.is_set():
             started = time.monotonic()
+            lock.check()  # LockLost: stop rather than act beside a possible successor
             try:
                 rec.cycle()
             except Exception:  # one bad cycle must not kill the daemon; the next one starts from the store
@@ -126,6 +140,5 @@ def run_forever(cfg: MareaConfig, stop: threading.Event | None = None, max_cycle
         rec.cloud.close()
         rec.batch.close()
         rec.store.close()
-        if lock is not None:
-            lock.close()
+        lock.release()
         log.info("engine stopped")

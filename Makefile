@@ -35,7 +35,7 @@ lint: setup
 	$(BIN)/lint-imports
 
 test: setup testbeds lint
-	$(BIN)/pytest -q -ra
+	bash tests/run_suite.sh $(BIN)
 
 # the generated docs: the configuration reference (a test fails when it is out of step with the models)
 docs: setup

@@ -52,13 +52,3 @@ def wait_until(what: str, cond: Callable[[], Any], timeout: float, step: float =
             return value
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Two groups for `pytest -n 2 --dist loadgroup` (what `make test` runs): the OpenStack testbed's tests in one
-    worker, every other test in the other, in one sequence as before (their testbeds use fixed namespaces and
-    paths, so they must never run side by side). The OpenStack tests mostly wait on the cloud and its guests:
-    beside the rest they cut the suite's wall time by their own length."""
-    for item in items:
-        group = "openstack" if item.nodeid.startswith("tests/openstack/") else "others"
-        item.add_marker(pytest.mark.xdist_group(group))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from marea.batch.base import BatchError
 from marea.batch.htcondor import HTCondorBatch
 from marea.config import HTCondorSection
 from marea.model import Flavour, Resources
@@ -196,7 +197,14 @@ def test_each_worker_gets_its_own_token_and_a_removed_workers_token_is_refused(
         condor.start_vm("lt1", 61, token=first)
         wait_until("lt1 in the pool", lambda: b.snapshot((SMALL,)).workers.get("lt1"), 30)
 
-        b.drain("lt1", "scale-down")
+        def drain() -> bool:  # a startd that joined a moment ago may refuse a drain: the engine retries next cycle
+            try:
+                b.drain("lt1", "scale-down")
+            except BatchError:
+                return False
+            return True
+
+        wait_until("lt1 accepting the drain", drain, 30, step=2)
         wait_until("lt1 removed", lambda: b.remove("lt1"), 60)
         condor.power_off("lt1")
         assert token_id(first) in Path(condor.env["MAREA_CONDOR_REVOCATION_FILE"]).read_text()

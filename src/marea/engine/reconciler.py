@@ -52,6 +52,8 @@ log = logging.getLogger("marea.engine")
 
 #: default of how long a joined worker may be missing from the batch system before it is declared failed
 ABSENT_GRACE_S = 120.0
+#: the store's key for the absent-since timers
+ABSENT_SINCE_KEY = "absent_since"
 NO_ROOM = Resources(0.0, 0.0, 0)
 
 
@@ -93,7 +95,11 @@ class Reconciler:
         self.user_data_template = user_data_template
         self.variables = variables or {}
         self.clock = clock
-        self._absent_since: dict[str, float] = {}
+        #: joined workers missing from the batch system (or lost by it), since when: in the store, so that a
+        #: restart does not give a lost worker a fresh grace period
+        self._absent_since: dict[str, float] = {
+            str(k): float(v) for k, v in dict(store.get_json(ABSENT_SINCE_KEY, {}) or {}).items()
+        }
         self.absent_grace_s = absent_grace_s
         self._redrain_checked = False
         #: observer of the events below (metrics); it does no I/O of the cycle's and never decides
@@ -169,12 +175,18 @@ class Reconciler:
             # Absent, or present but lost (Slurm DOWN / NOT_RESPONDING / FAIL, an HTCondor startd silent past
             # lost_after_s): after the grace the worker is failed, deleted and replaced by the policy.
             if rec.state.joined:
-                since = self._absent_since.setdefault(rec.id, now)
+                if rec.id not in self._absent_since:
+                    self._absent_since[rec.id] = now
+                    store.put_json(ABSENT_SINCE_KEY, self._absent_since)
+                since = self._absent_since[rec.id]
                 if now - since > self.absent_grace_s:
                     failure = "worker left the batch system" if worker is None else "the batch system lost the worker"
+                    del self._absent_since[rec.id]
+                    store.put_json(ABSENT_SINCE_KEY, self._absent_since)
                     return store.set_state(rec, InstanceState.FAILED, now, failure=failure)
             return rec
-        self._absent_since.pop(rec.id, None)
+        if self._absent_since.pop(rec.id, None) is not None:
+            store.put_json(ABSENT_SINCE_KEY, self._absent_since)
         if rec.state is InstanceState.BOOTING:
             self._boot_succeeded(rec, now)
             rec = store.set_state(

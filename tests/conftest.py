@@ -43,12 +43,23 @@ def data_dir() -> Path:
     return DATA
 
 
-def wait_until(what: str, cond: Callable[[], Any], timeout: float, step: float = 0.5) -> Any:
-    """Poll `cond` until it gives a true value, and return that value; fail with `what` after `timeout`."""
+def wait_until(
+    what: str, cond: Callable[[], Any], timeout: float, step: float = 0.5, explain: Callable[[], str] | None = None
+) -> Any:
+    """Poll `cond` until it gives a true value, and return that value; fail with `what` after `timeout`.
+
+    `explain` describes the state at the time of a failure, so that a timeout seen once in CI can be understood.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = cond()
         if value:
             return value
         time.sleep(step)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    detail = ""
+    if explain:
+        try:
+            detail = f"; {explain()}"
+        except Exception as error:  # the explanation must not hide the timeout
+            detail = f"; (no explanation: {error!r})"
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}{detail}")

@@ -242,11 +242,36 @@ class HTCondorSection(_Strict):
         return self
 
 
+class KubernetesSection(_Strict):
+    """The `kubernetes` batch plugin (the official `kubernetes` client): Nodes are workers, Unschedulable pods
+    are demand; workers join with a short-lived kubeadm bootstrap token marea creates through the API."""
+
+    #: kubeconfig of an identity that may list pods, manage nodes, evict pods and create bootstrap-token Secrets
+    #: (empty: in-cluster configuration, else ~/.kube/config)
+    kubeconfig: str = ""
+    #: context of the kubeconfig (empty: its current context)
+    context: str = ""
+    #: lifetime of the bootstrap token a new worker joins with (kubeadm's default is 24 h; keep it near a boot)
+    bootstrap_token_ttl_s: Annotated[float, Field(ge=60, le=86400)] = 1800.0
+    #: API endpoint (host:port) workers join through; empty: the kubeconfig's server
+    join_endpoint: str = ""
+    #: namespaces whose pending pods are not demand
+    ignored_namespaces: list[str] = []
+    #: an Eviction refused by a PodDisruptionBudget (429) is retried next cycle; a drain still blocked this long is
+    #: reported in the decisions (it is never forced)
+    drain_report_after_s: PositiveSeconds = 600.0
+    #: a Node NotReady (or silent) this long is lost
+    lost_after_s: PositiveSeconds = 300.0
+    #: a Kubernetes API call still running after this long fails and the cycle is retried
+    request_timeout_s: PositiveSeconds = 30.0
+
+
 class BatchSection(_Strict):
-    #: "kubernetes" is known to the schema (the cluster maker's user-data has it) but refused by parse_config
+    #: the batch system whose queue is demand and whose workers marea manages
     system: Literal["slurm", "htcondor", "kubernetes"] = "slurm"
     slurm: SlurmSection = SlurmSection()
     htcondor: HTCondorSection = HTCondorSection()
+    kubernetes: KubernetesSection = KubernetesSection()
 
 
 class ElastiqBaselineSection(_Strict):

@@ -57,14 +57,15 @@ def revocation_config(revoked: list[str]) -> str:
     return head + f"SEC_TOKEN_REVOCATION_EXPR = member(jti, {{{ids}}})\n"
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Atomically, mode 0600: a crash leaves the old file or the new one, never half of one."""
+def _write_atomically(path: Path, text: str, mode: int = 0o600) -> None:
+    """Atomically, with `mode` set before the file appears: a crash leaves the old file or the new one, never
+    half of one, and the file is never readable by others with content it should not show them."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
-        os.chmod(tmp, 0o600)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -103,7 +104,7 @@ class WorkerTokens:
         return {"issued": dict(data.get("issued", {})), "revoked": list(data.get("revoked", []))}
 
     def _save(self, data: dict[str, Any]) -> None:
-        _write_private(self.registry, json.dumps(data, indent=1, sort_keys=True) + "\n")
+        _write_atomically(self.registry, json.dumps(data, indent=1, sort_keys=True) + "\n")
 
     def _run(self, argv: list[str], what: str) -> str:
         try:
@@ -132,8 +133,8 @@ class WorkerTokens:
         if jti not in data["revoked"]:
             data["revoked"].append(jti)
         # the configuration first: if reconfig fails, the next removal (or a daemon restart) applies it
-        _write_private(self.revocation_file, revocation_config(data["revoked"]))
-        os.chmod(self.revocation_file, 0o644)  # HTCondor's daemons read it (it holds ids, not secrets)
+        # HTCondor's daemons read it (it holds ids, not secrets)
+        _write_atomically(self.revocation_file, revocation_config(data["revoked"]), mode=0o644)
         self._save(data)
         self._run(self.reconfig_command, "condor_reconfig")
         return True

@@ -6,6 +6,7 @@ on nothing, but the daemon runs and holds its lock like any other, which is all 
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,16 @@ def assert_refused(cfg: Path, holder_pid: int) -> str:
     line = lines[0]
     assert f"pid {holder_pid}," in line and f"host {socket.gethostname()}," in line and "since 20" in line, line
     return line
+
+
+def both_engines_run(a: Path, b: Path) -> None:
+    """Two engines, of two clusters, started side by side: both must hold their lock and keep running."""
+    pa, pb = start_engine(a), start_engine(b)
+    try:
+        wait_started(a)
+        wait_started(b)
+        assert pa.poll() is None and pb.poll() is None
+    finally:
+        for p in (pa, pb):
+            p.send_signal(signal.SIGTERM)
+            assert p.wait(60) == 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
-from tests.engine_lock_helpers import assert_refused, idle_engine_config, start_engine, wait_started
+from tests.engine_lock_helpers import assert_refused, both_engines_run, idle_engine_config, start_engine, wait_started
 
 
 def test_a_second_engine_on_the_same_state_exits_3_naming_the_holder(tmp_path: Path) -> None:
@@ -45,12 +45,4 @@ def test_engines_of_two_clusters_in_two_directories_both_run(tmp_path: Path) -> 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     a, b = idle_engine_config(tmp_path / "a", "lka"), idle_engine_config(tmp_path / "b", "lkb")
-    pa, pb = start_engine(a), start_engine(b)
-    try:
-        wait_started(a)
-        wait_started(b)
-        assert pa.poll() is None and pb.poll() is None
-    finally:
-        for p in (pa, pb):
-            p.send_signal(signal.SIGTERM)
-            assert p.wait(60) == 0
+    both_engines_run(a, b)

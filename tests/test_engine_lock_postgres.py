@@ -9,7 +9,7 @@ import signal
 from pathlib import Path
 
 from marea.engine.lock import AdvisoryLock, LockLost
-from tests.engine_lock_helpers import assert_refused, idle_engine_config, start_engine, wait_started
+from tests.engine_lock_helpers import assert_refused, both_engines_run, idle_engine_config, start_engine, wait_started
 from tests.test_store_postgres import pg_url
 
 __all__ = ["pg_url"]
@@ -44,15 +44,7 @@ def test_engines_of_two_clusters_share_one_database(pg_url: str, tmp_path: Path)
     (tmp_path / "b").mkdir()
     a = idle_engine_config(tmp_path / "a", "pga", state=pg_url)
     b = idle_engine_config(tmp_path / "b", "pgb", state=pg_url)
-    pa, pb = start_engine(a), start_engine(b)
-    try:
-        wait_started(a)
-        wait_started(b)
-        assert pa.poll() is None and pb.poll() is None
-    finally:
-        for p in (pa, pb):
-            p.send_signal(signal.SIGTERM)
-            assert p.wait(60) == 0
+    both_engines_run(a, b)
 
 
 def test_a_lock_whose_session_was_killed_is_reported_lost(pg_url: str) -> None:

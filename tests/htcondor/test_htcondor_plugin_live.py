@@ -134,7 +134,7 @@ def test_graceful_drain_lets_the_job_finish_and_removal_waits_for_drained_idle(c
         assert b.remove("ld1") is False  # never removed while work runs, drained or not
         b.drain("ld1", "test: scale down")
         b.drain("ld1", "test: scale down")  # idempotent, even before the collector shows the first one
-        w = wait_until("ld1 draining", lambda: (w := b.snapshot((SMALL,)).workers["ld1"]).draining and w, 15)
+        w = wait_until("ld1 draining", lambda: (w := b.snapshot((SMALL,)).workers["ld1"]).draining and w, 60)
         assert w.busy and not w.drained
         assert b.remove("ld1") is False
         # the job sleeps 8 s; the margin is for a CI machine whose two cores also boot the OpenStack suite's guests
@@ -150,7 +150,7 @@ def test_graceful_drain_lets_the_job_finish_and_removal_waits_for_drained_idle(c
         assert str(info["LastRemoteHost"]).endswith("@ld1")
         assert b.remove("ld1") is True
         # its daemons were switched off: the ads leave the collector without waiting for CLASSAD_LIFETIME
-        wait_until("ld1 gone from the collector", lambda: "ld1" not in b.snapshot((SMALL,)).workers, 20)
+        wait_until("ld1 gone from the collector", lambda: "ld1" not in b.snapshot((SMALL,)).workers, 60)
         assert b.remove("ld1") is True  # unknown: nothing to wait for
     finally:
         condor.remove_jobs('JobBatchName == "drn"')

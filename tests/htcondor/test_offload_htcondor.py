@@ -136,7 +136,7 @@ def test_pending_pod_is_demand_and_delete_removes_it(condor_server: Server, cond
     r = condor_server.create(req)
     jid = r.json()["PodJID"]
     # held with HoldReasonCode 16 while its input is spooled, then idle
-    ad = wait_until("the job idle", lambda: (a := job_ad(condor, jid)) and a["JobStatus"] == 1 and a, 20)
+    ad = wait_until("the job idle", lambda: (a := job_ad(condor, jid)) and a["JobStatus"] == 1 and a, 60)
     assert ad["RequestCpus"] == 4 and ad["RequestMemory"] == 1536
     plugin = HTCondorBatch(HTCondorSection(collector=f"{SUBNET}.1", netns="marea-condor",
                                            condor_config=condor.client_conf))  # fmt: skip

@@ -17,6 +17,7 @@ import base64
 import copy
 import datetime as dt
 import json
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -248,7 +249,7 @@ class FakeCluster(FakeKube):
             },
         }  # fmt: skip
         r = httpx.post(f"{self.url}/api/v1/nodes", json=node, headers={"Authorization": f"Bearer {bearer}"},
-                       verify=self.ca_file or True)  # fmt: skip
+                       verify=ssl.create_default_context(cafile=self.ca_file) if self.ca_file else True)  # fmt: skip
         return r.status_code
 
     def set_ready(self, name: str, ready: str, since: float) -> None:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from marea.batch.kubernetes import KubernetesBatch
 from marea.clouds.base import TAG_FLAVOUR
 from marea.clouds.local import LocalCloud
 from marea.engine.reconciler import Reconciler
@@ -28,7 +27,7 @@ TYPE = "node.kubernetes.io/instance-type"
 #: what a worker's user-data does with the join variables (the real template runs kubeadm join with them)
 TEMPLATE = """#!/bin/sh
 # kubeadm join ${MAREA_K8S_ENDPOINT} --token ${MAREA_K8S_TOKEN} --discovery-token-ca-cert-hash ${MAREA_K8S_CA_HASH}
-# --node-name ${MAREA_NAME} --node-labels marea.io/cluster=${MAREA_CLUSTER},node.kubernetes.io/instance-type=${MAREA_FLAVOUR}
+# --node-name ${MAREA_NAME} --node-labels marea.io/cluster=${MAREA_CLUSTER},instance-type=${MAREA_FLAVOUR}
 exec sleep 600
 """
 JOIN = re.compile(r"--token (\S+) .*\n# --node-name (\S+) --node-labels marea.io/cluster=(\S+),[^=]+=(\S+)")
@@ -49,7 +48,9 @@ class Rig:
         return [(a.flavour or "", a.group, a.count) for a in report.plan.of_kind(ActionKind.BOOT)]
 
     def vms(self) -> dict[str, Path]:
-        return {vm.instance_id or "": self.cloud.base_dir / (vm.instance_id or "") for vm in self.cloud.list_owned("kc")}
+        return {
+            vm.instance_id or "": self.cloud.base_dir / (vm.instance_id or "") for vm in self.cloud.list_owned("kc")
+        }
 
     def kubelet_joins(self, iid: str) -> str:
         """Register the Node the way the VM's user-data says, with its bootstrap token; the token back."""

@@ -72,10 +72,30 @@ def test_only_pods_the_scheduler_marked_unschedulable_are_demand() -> None:
 
 def test_node_selector_and_required_affinity_pin_flavours() -> None:
     pinned = pod("a", node_selector={TYPE: "m1.big"})
-    either = pod("b", affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [{"key": TYPE, "operator": "In", "values": ["g1.gpu", "m1.big"]}]}]}}})
-    not_small = pod("c", affinity={"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-        "nodeSelectorTerms": [{"matchExpressions": [{"key": TYPE, "operator": "NotIn", "values": ["m1.small"]}]}]}}})
+    either = pod(
+        "b",
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": TYPE, "operator": "In", "values": ["g1.gpu", "m1.big"]}]}
+                    ]
+                }
+            }
+        },
+    )
+    not_small = pod(
+        "c",
+        affinity={
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": TYPE, "operator": "NotIn", "values": ["m1.small"]}]}
+                    ]
+                }
+            }
+        },
+    )
     anywhere = pod("d", node_selector={"kubernetes.io/os": "linux"})
     d = parse_demand([pinned, either, not_small, anywhere], shapes(), set())
     groups = {g.flavours: g for g in d.demand}

@@ -161,6 +161,11 @@ class FakeCluster(FakeKube):
         ]
         self.app.router.routes[0:0] = extra
 
+    def stop(self) -> None:
+        """Stop at once: a client's idle keep-alive connection does not hold the shutdown for uvicorn's grace."""
+        self.server.force_exit = True
+        super().stop()
+
     # -- validation ----------------------------------------------------------------------------------------------
     def check(self, kind: str, obj: dict[str, Any]) -> str | None:
         """The schema error of `obj` (recorded in `invalid`), or None when it is valid."""

@@ -77,5 +77,6 @@ def test_api_errors_are_one_line_and_name_no_credential(api: Api, tmp_path: Path
     with pytest.raises(BatchError) as err:
         batch.join_variables("kc-ccc333")
     assert str(err.value) == "kubernetes: create a bootstrap token failed: HTTP 401 Unauthorized"
+    batch.close()
     with pytest.raises(BatchError, match="cannot load the client configuration"):
         KubernetesBatch(KubernetesSection(kubeconfig=str(tmp_path / "missing")))

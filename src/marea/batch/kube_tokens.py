@@ -23,9 +23,21 @@ GROUP = "system:bootstrappers:kubeadm:default-node-token"
 _ALPHABET = string.ascii_lowercase + string.digits
 
 
-def new_token() -> tuple[str, str]:
-    """(token id, token secret), kubeadm's format."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(6)), "".join(secrets.choice(_ALPHABET) for _ in range(16))
+def token_id(worker: str) -> str:
+    """The token id of `worker`'s token, derived from its name: the id is the public half of a bootstrap token,
+    and knowing it from the name lets the driver delete the Secret by name, so its identity needs no right to
+    read or list the Secrets of kube-system."""
+    n = int.from_bytes(hashlib.sha256(f"marea-worker:{worker}".encode()).digest()[:8], "big")
+    out = ""
+    for _ in range(6):
+        n, r = divmod(n, len(_ALPHABET))
+        out += _ALPHABET[r]
+    return out
+
+
+def new_token(worker: str) -> tuple[str, str]:
+    """(token id, token secret) in kubeadm's format; the secret is random, the id is `token_id(worker)`."""
+    return token_id(worker), "".join(secrets.choice(_ALPHABET) for _ in range(16))
 
 
 def token_secret(token_id: str, secret: str, expires: float, worker: str, labels: dict[str, str]) -> dict[str, Any]:

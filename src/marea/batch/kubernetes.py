@@ -41,7 +41,7 @@ from marea.batch.kube_pods import (
     parse_node,
     parse_time,
 )
-from marea.batch.kube_tokens import CertError, ca_cert_hash, new_token, token_secret
+from marea.batch.kube_tokens import CertError, ca_cert_hash, new_token, token_id, token_secret
 from marea.config import KubernetesSection
 from marea.model import Flavour, Resources
 
@@ -236,13 +236,8 @@ class KubernetesBatch(BatchSystem):
         return True
 
     def _delete_tokens(self, worker: str) -> None:
-        secrets = self._items(f"list tokens of {worker}", self.core.list_namespaced_secret, "kube-system",
-                              label_selector=f"{WORKER_LABEL}={worker}")  # fmt: skip
-        for secret in secrets:
-            if secret.get("type") != "bootstrap.kubernetes.io/token":
-                continue
-            name = str((secret.get("metadata") or {}).get("name"))
-            self._call("delete a bootstrap token", self.core.delete_namespaced_secret, name, "kube-system", ok=(404,))
+        name = f"bootstrap-token-{token_id(worker)}"
+        self._call("delete a bootstrap token", self.core.delete_namespaced_secret, name, "kube-system", ok=(404,))
 
     def join_variables(self, worker: str) -> dict[str, str]:
         """A fresh bootstrap token for `worker` (created now, through the API), the endpoint and the CA pin."""
@@ -252,18 +247,17 @@ class KubernetesBatch(BatchSystem):
             raise BatchError(f"kubernetes: the cluster CA of the kubeconfig cannot be pinned: {exc}") from None
         labels = {WORKER_LABEL: worker, **({CLUSTER_LABEL: self.cluster} if self.cluster else {})}
         expires = self.clock() + self.section.bootstrap_token_ttl_s
-        for _ in range(3):
-            token_id, secret = new_token()
-            body = token_secret(token_id, secret, expires, worker, labels)
-            created = self._call("create a bootstrap token", self.core.create_namespaced_secret, "kube-system",
-                                 body, ok=(409,))  # fmt: skip
-            if created is not None:
-                return {
-                    "MAREA_K8S_ENDPOINT": self.endpoint(),
-                    "MAREA_K8S_TOKEN": f"{token_id}.{secret}",
-                    "MAREA_K8S_CA_HASH": ca_hash,
-                }
-        raise BatchError("kubernetes: could not create a bootstrap token (its name was taken three times)")
+        tid, secret = new_token(worker)
+        body = token_secret(tid, secret, expires, worker, labels)
+        created = self._call("create a bootstrap token", self.core.create_namespaced_secret, "kube-system", body,
+                             ok=(409,))  # fmt: skip
+        if created is None:
+            raise BatchError(f"kubernetes: a bootstrap token with the id of worker {worker} exists already")
+        return {
+            "MAREA_K8S_ENDPOINT": self.endpoint(),
+            "MAREA_K8S_TOKEN": f"{tid}.{secret}",
+            "MAREA_K8S_CA_HASH": ca_hash,
+        }
 
     def endpoint(self) -> str:
         """host:port workers join through: `join_endpoint`, else the kubeconfig's server."""

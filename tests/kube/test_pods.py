@@ -11,6 +11,7 @@ import pytest
 
 from marea.batch.kube_pods import (
     FlavourNode,
+    flavour_group,
     flavour_nodes,
     is_unschedulable,
     owned_worker,
@@ -62,12 +63,21 @@ def test_only_pods_the_scheduler_marked_unschedulable_are_demand() -> None:
     gated["status"]["conditions"][0]["reason"] = "SchedulingGated"
     leaving = pod("d")
     leaving["metadata"]["deletionTimestamp"] = iso(time.time())
-    assert [is_unschedulable(p) for p in (waiting, fresh, gated, leaving)] == [True, False, False, False]
+    preempting = pod("f")
+    preempting["status"]["nominatedNodeName"] = "kc-abc123"
+    assert [is_unschedulable(p) for p in (waiting, fresh, gated, leaving, preempting)] == [True] + [False] * 4
     ignored = pod("e")
     ignored["metadata"]["namespace"] = "kube-system"
     d = parse_demand([waiting, fresh, gated, leaving, ignored], shapes(), {"kube-system"})
     assert [(g.count, g.request) for g in d.demand] == [(1, Resources(1.0, 1024.0, 0))]
     assert d.queued == 4  # pending and unbound, ignored namespaces aside
+
+
+def test_a_long_flavour_list_makes_a_short_group() -> None:
+    names = [f"flavour-with-a-long-name-{i}" for i in range(20)]
+    group = flavour_group(names)
+    assert len(group) < 40 and group == flavour_group(reversed(names)) != flavour_group(names[1:])
+    assert flavour_group(["b", "a"]) == "flavours=a,b"
 
 
 def test_node_selector_and_required_affinity_pin_flavours() -> None:

@@ -5,7 +5,7 @@ part most worth testing on many shapes; keeping it free of the client lets the t
 against the official schemas. The rules follow the scheduler's:
 
 * a pod is demand only when the scheduler tried and failed (condition PodScheduled False, reason Unschedulable);
-  a pod not yet considered, gated or being deleted is not;
+  a pod not yet considered, gated, being deleted, or with a nominated Node (preemption makes room there) is not;
 * its request per resource is max(largest init container, sum of app containers) plus `spec.overhead`
   (a request missing from a container defaults to its limit, as the API server does);
 * a flavour may hold it when the request fits the flavour less what the kubelet reserves, the nodeSelector and
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -89,8 +90,8 @@ def is_unschedulable(pod: dict[str, Any]) -> bool:
     """Pending, unbound, not being deleted, and marked Unschedulable by the scheduler."""
     if _d(pod, "status").get("phase") != "Pending" or _d(pod, "spec").get("nodeName"):
         return False
-    if _d(pod, "metadata").get("deletionTimestamp"):
-        return False
+    if _d(pod, "metadata").get("deletionTimestamp") or _d(pod, "status").get("nominatedNodeName"):
+        return False  # being deleted, or the scheduler is preempting room for it on an existing Node
     return any(
         isinstance(c, dict) and c.get("type") == "PodScheduled" and c.get("status") == "False"
         and c.get("reason") == "Unschedulable"
@@ -210,8 +211,12 @@ class Demand:
 
 
 def flavour_group(names: Iterable[str]) -> str:
-    """The demand group of pods only some flavours may hold (empty when all may)."""
-    return "flavours=" + ",".join(sorted(names))
+    """The demand group of pods only some flavours may hold. It becomes a VM tag (OpenStack: at most 255
+    characters), so a long list of names is replaced by its digest."""
+    text = ",".join(sorted(names))
+    if len(text) > 120:
+        text = "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+    return f"flavours={text}"
 
 
 def parse_demand(pods: Iterable[dict[str, Any]], nodes: list[FlavourNode], ignored: set[str]) -> Demand:

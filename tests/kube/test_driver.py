@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
+from marea.batch.base import BatchError
 from marea.model import Flavour
 from tests.kube.conftest import Api
 from tests.offload.fake_kube import TOKEN
@@ -61,4 +64,13 @@ def test_a_lost_node_is_reported_lost_and_its_terminating_pods_do_not_block_remo
     fake.objects[("pods", "jobs", "p")]["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"  # node controller
     assert batch.remove("kc-abc123") is True
     assert fake.get("nodes", "", "kc-abc123") is None
+    batch.close()
+
+
+def test_an_unreachable_api_is_one_short_line(api: Api) -> None:
+    batch = api.batch()
+    api.fake.stop()
+    with pytest.raises(BatchError) as err:
+        batch.snapshot(FLAVOURS)
+    assert str(err.value) == "kubernetes: list pods failed: MaxRetryError (NewConnectionError)"
     batch.close()

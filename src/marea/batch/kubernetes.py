@@ -52,6 +52,16 @@ DRAIN_REASON = "marea.io/drain-reason"
 NOT_FINISHED = "status.phase!=Succeeded,status.phase!=Failed"
 
 
+def _kind(exc: Exception) -> str:
+    """A transport error by its class and its cause's (urllib3's MaxRetryError wraps the real one)."""
+    reason = getattr(exc, "reason", None)
+    return (
+        f"{exc.__class__.__name__} ({reason.__class__.__name__})"
+        if isinstance(reason, Exception)
+        else (exc.__class__.__name__)
+    )
+
+
 def _iso(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
@@ -75,7 +85,8 @@ class KubernetesBatch(BatchSystem):
                 kconfig.load_kube_config(context=section.context or None, client_configuration=conf)  # type: ignore[no-untyped-call]
         except (ConfigException, OSError, ValueError) as exc:
             # the loader's messages name files and contexts, never credentials
-            raise BatchError(f"kubernetes: cannot load the client configuration: {str(exc)[:200]}") from None
+            first = str(exc).splitlines()[0][:200] if str(exc) else exc.__class__.__name__
+            raise BatchError(f"kubernetes: cannot load the client configuration: {first}") from None
         conf.retries = 1
         self.host = str(conf.host)
         self._ca_pem = Path(conf.ssl_ca_cert).read_text() if conf.ssl_ca_cert else ""
@@ -83,7 +94,6 @@ class KubernetesBatch(BatchSystem):
         self.core = kclient.CoreV1Api(self.api)
         #: workers seen Ready by this process: a short NotReady spell of theirs does not un-join them
         self._seen_ready: set[str] = set()
-        self._reported: set[str] = set()
 
     # -- calls ---------------------------------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[..., Any], *args: Any, ok: tuple[int, ...] = (), **kw: Any) -> Any:
@@ -94,8 +104,8 @@ class KubernetesBatch(BatchSystem):
             if exc.status in ok:
                 return None
             raise BatchError(f"kubernetes: {what} failed: HTTP {exc.status} {exc.reason}") from None
-        except Exception as exc:  # urllib3 and socket errors: their text names the URL, never a credential
-            raise BatchError(f"kubernetes: {what} failed: {exc.__class__.__name__}") from None
+        except Exception as exc:  # urllib3, TLS and socket errors: named by class only, never by their text
+            raise BatchError(f"kubernetes: {what} failed: {_kind(exc)}") from None
         try:
             return json.loads(resp.data) if resp.data else {}
         except ValueError:
@@ -187,7 +197,7 @@ class KubernetesBatch(BatchSystem):
                         f"kubernetes: eviction of {ns}/{name} failed: HTTP {exc.status} {exc.reason}"
                     ) from None
             except Exception as exc:
-                raise BatchError(f"kubernetes: eviction of {ns}/{name} failed: {exc.__class__.__name__}") from None
+                raise BatchError(f"kubernetes: eviction of {ns}/{name} failed: {_kind(exc)}") from None
         return blocked
 
     def drain(self, worker: str, reason: str) -> None:

@@ -10,6 +10,7 @@ import kubernetes_validate
 import pytest
 
 from marea.batch.kube_pods import (
+    MAX_REASONS,
     FlavourNode,
     flavour_group,
     flavour_nodes,
@@ -201,3 +202,12 @@ def test_busy_free_and_drained_count_daemonsets_and_mirror_pods_right() -> None:
     busy = parse_node(node("kc-1", unschedulable=True), [ds, mirror, done, work], now, 300.0, True)
     assert busy.worker is not None and busy.worker.busy and busy.worker.draining and not busy.worker.drained
     assert [p["metadata"]["name"] for p in busy.evictable] == ["work"]
+
+
+def test_many_distinct_unsatisfiable_shapes_make_a_bounded_report() -> None:
+    pods = [pod(f"p{i}", cpu=str(100 + i)) for i in range(50)] + [pod(f"q{i}", cpu="99") for i in range(3)]
+    d = parse_demand(pods, shapes(), set())
+    assert len(d.unsatisfiable) == MAX_REASONS + 1
+    assert d.unsatisfiable[0].job_ids == ("default/q0", "default/q1", "default/q2")  # the most pods first
+    assert sum(len(u.job_ids) for u in d.unsatisfiable) == 53
+    assert d.unsatisfiable[-1].reason == "no flavour can hold the pod (31 more shapes)"

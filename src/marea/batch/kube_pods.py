@@ -254,7 +254,21 @@ def parse_demand(pods: Iterable[dict[str, Any]], nodes: list[FlavourNode], ignor
         DemandGroup(req, n, flavour_group(names) if names else "", oldest.get((req, names)), names)
         for (req, names), n in counts.items()
     )
-    return Demand(demand, tuple(Unsatisfiable(tuple(p), why) for why, p in unsat.items()), queued)
+    return Demand(demand, _capped(unsat), queued)
+
+
+#: at most this many distinct reasons are reported per snapshot: tenants choose their pods' shapes, and each
+#: reason becomes a line of the engine's decisions
+MAX_REASONS = 20
+
+
+def _capped(unsat: dict[str, list[str]]) -> tuple[Unsatisfiable, ...]:
+    ranked = sorted(unsat.items(), key=lambda kv: -len(kv[1]))
+    out = [Unsatisfiable(tuple(pods), why) for why, pods in ranked[:MAX_REASONS]]
+    rest = [p for _, pods in ranked[MAX_REASONS:] for p in pods]
+    if rest:
+        out.append(Unsatisfiable(tuple(rest), f"no flavour can hold the pod ({len(ranked) - MAX_REASONS} more shapes)"))
+    return tuple(out)
 
 
 # -- workers ------------------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 $(BIN)/marea: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev,sim,htcondor,openstack,ec2,postgres]'
+	$(BIN)/pip install -q -e '.[dev,sim,htcondor,openstack,ec2,postgres,kubernetes]'
 	touch $@
 
 setup: $(BIN)/marea

@@ -242,6 +242,10 @@ class HTCondorSection(_Strict):
         return self
 
 
+#: a Kubernetes taint as kubeadm/kubectl write it: key[=value]:Effect
+_TAINT = r"^[A-Za-z0-9][-A-Za-z0-9_./]*(=[-A-Za-z0-9_.]*)?:(NoSchedule|PreferNoSchedule|NoExecute)$"
+
+
 class KubernetesSection(_Strict):
     """The `kubernetes` batch plugin (the official `kubernetes` client): Nodes are workers, Unschedulable pods
     are demand; workers join with a short-lived kubeadm bootstrap token marea creates through the API."""
@@ -264,6 +268,17 @@ class KubernetesSection(_Strict):
     lost_after_s: PositiveSeconds = 300.0
     #: a Kubernetes API call still running after this long fails and the cycle is retried
     request_timeout_s: PositiveSeconds = 30.0
+    #: taints the workers of a flavour register with ("key=value:NoSchedule"; the worker template must pass them
+    #: to kubeadm join): only pods tolerating them are demand for that flavour. Flavours not listed: no taints
+    flavour_taints: dict[str, list[Annotated[str, Field(pattern=_TAINT)]]] = {}
+    #: labels every worker carries besides marea's and the instance type (set by the kubelet or the template): a
+    #: pod's nodeSelector or required node affinity may ask for them; any other label fits no new worker
+    worker_labels: dict[str, str] = {"kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"}
+    #: memory (MiB) a worker's kubelet keeps from its pods (system and kube reserves, eviction threshold, kernel):
+    #: a pod needing more than a flavour's memory less this fits no worker of that flavour
+    reserved_memory_mb: Annotated[float, Field(ge=0)] = 400.0
+    #: cores a worker's kubelet keeps from its pods, likewise
+    reserved_cores: Annotated[float, Field(ge=0)] = 0.0
 
 
 class BatchSection(_Strict):
@@ -502,7 +517,7 @@ def _describe(err: Any) -> str:
 #: batch systems the schema knows but the engine cannot drive yet, with what to tell the user. Refused when the
 #: file is read, so that `config check` says so and `cluster create` makes nothing, instead of a master booting
 #: an engine that refuses to start.
-UNSUPPORTED_BATCH = {"kubernetes": "marea has no elastic Kubernetes driver (use slurm or htcondor)"}
+UNSUPPORTED_BATCH: dict[str, str] = {}
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>", source_dir: str = ".") -> MareaConfig:

@@ -25,6 +25,7 @@ MODULE_EXTRAS: dict[str, str] = {
     "classad2": "htcondor",
     "psycopg": "postgres",
     "grafana_foundation_sdk": "grafana",
+    "kubernetes": "kubernetes",
 }
 
 #: what each extra is for, to say in the message
@@ -35,6 +36,7 @@ EXTRA_PURPOSE: dict[str, str] = {
     "htcondor": "HTCondor clusters and the htcondor offload backend",
     "postgres": "a PostgreSQL state database",
     "grafana": "`marea dashboards grafana`",
+    "kubernetes": 'the elastic Kubernetes driver (batch.system = "kubernetes")',
 }
 
 

@@ -77,6 +77,10 @@ class DemandGroup:
     count: int = 1
     group: str = ""
     oldest_submit_time: float | None = None
+    #: the only flavours this demand may boot, in no particular order (empty: any that fits); a Kubernetes pod
+    #: pinned to instance types, or one that tolerates only some flavours' taints. Such demand gets a `group`
+    #: of its own, so that workers of other flavours are not counted as room for it.
+    flavours: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,6 @@
-"""batch.system = "kubernetes" is refused in one line: marea has no elastic Kubernetes driver yet.
-
-Refused when the file is read, so `marea config check` says so and `marea cluster create` makes nothing, rather
-than a master booting an engine that cannot drive its cluster. The offload kubernetes backend is another
-thing (pods sent to a remote cluster) and stays accepted.
+"""batch.system = "kubernetes" is accepted now that the engine has its elastic Kubernetes driver
+(marea.batch.kubernetes; its tests are in tests/kube). It was refused in one line while there was none; these
+tests keep the config check, the cluster file and the offload backend's independence honest.
 """
 
 from __future__ import annotations
@@ -15,11 +13,8 @@ from typer.testing import CliRunner
 
 from marea.cli import app
 from marea.cluster.config import parse_cluster
-from marea.config import ConfigError, parse_config
+from marea.config import UNSUPPORTED_BATCH, parse_config
 
-REFUSAL = (
-    "batch.system: 'kubernetes' is not supported yet: marea has no elastic Kubernetes driver (use slurm or htcondor)"
-)
 CLUSTER = """
 [cluster]
 name = "k8s"
@@ -37,14 +32,14 @@ floating_network = "public"
 """
 
 
-def test_parse_config_refuses_kubernetes_naming_the_key() -> None:
-    with pytest.raises(ConfigError) as info:
-        parse_config({"batch": {"system": "kubernetes"}}, "marea.toml")
-    assert str(info.value) == f"marea.toml: {REFUSAL}"
+def test_parse_config_accepts_kubernetes() -> None:
+    assert "kubernetes" not in UNSUPPORTED_BATCH
+    assert parse_config({"batch": {"system": "kubernetes"}}, "marea.toml").batch.system == "kubernetes"
+    assert parse_cluster(tomllib.loads(CLUSTER)).marea.batch.system == "kubernetes"
 
 
 @pytest.mark.parametrize("system", ["slurm", "htcondor"])
-def test_the_supported_systems_still_parse(system: str) -> None:
+def test_the_other_systems_still_parse(system: str) -> None:
     assert parse_config({"batch": {"system": system}}).batch.system == system
 
 
@@ -53,27 +48,17 @@ def test_the_offload_kubernetes_backend_is_unaffected() -> None:
     assert cfg.offload.backend == "kubernetes" and cfg.batch.system == "slurm"
 
 
-def test_config_check_exits_2_with_one_line(tmp_path: Path) -> None:
+def test_config_check_accepts_a_kubernetes_engine(tmp_path: Path) -> None:
     f = tmp_path / "marea.toml"
-    f.write_text('[batch]\nsystem = "kubernetes"\n')
+    f.write_text('[batch]\nsystem = "kubernetes"\n[batch.kubernetes]\nbootstrap_token_ttl_s = 900\n')
     r = CliRunner().invoke(app, ["config", "check", str(f)])
-    assert r.exit_code == 2
-    assert r.output.splitlines() == [f"error: {f}: {REFUSAL}"]
+    assert r.exit_code == 0, r.output
+    assert "kubernetes batch" in r.output
 
 
-def test_cluster_create_exits_2_with_one_line_before_any_cloud_call(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import marea.cluster.maker
-
-    def no_cloud(*args: object, **kw: object) -> None:
-        raise AssertionError("a refused cluster file reached the cloud")
-
-    monkeypatch.setattr(marea.cluster.maker.ClusterMaker, "__init__", no_cloud)
-    f = tmp_path / "cluster.toml"
-    f.write_text(CLUSTER)
-    with pytest.raises(ConfigError, match="is not supported yet"):
-        parse_cluster(tomllib.loads(CLUSTER))
-    r = CliRunner().invoke(app, ["cluster", "create", "-c", str(f)])
-    assert r.exit_code == 2
-    assert r.output.splitlines() == [f"error: {f}: {REFUSAL}"]
+def test_a_bad_taint_is_one_line(tmp_path: Path) -> None:
+    f = tmp_path / "marea.toml"
+    f.write_text('[batch]\nsystem = "kubernetes"\n[batch.kubernetes]\nflavour_taints = {"g1" = ["gpu;rm -rf"]}\n')
+    r = CliRunner().invoke(app, ["config", "check", str(f)])
+    assert r.exit_code == 2 and len(r.output.splitlines()) == 1
+    assert "batch.kubernetes.flavour_taints.g1.0" in r.output

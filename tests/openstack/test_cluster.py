@@ -18,7 +18,6 @@ from marea.cli import app
 from marea.clouds.base import TAG_CLUSTER, CloudError
 from marea.cluster.config import load_cluster, parse_cluster
 from marea.cluster.maker import ClusterMaker
-from marea.config import ConfigError
 
 from .conftest import REPO, OpenStackTestbed, purge
 
@@ -195,29 +194,11 @@ def test_htcondor_master_opens_only_its_ports(
         purge(demo, cluster_name)
 
 
-def test_a_kubernetes_cluster_is_refused_before_anything_is_made(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """No elastic Kubernetes driver yet: one line, exit 2, and no cloud call (so no testbed is needed)."""
-
-    def no_cloud(*args: Any, **kw: Any) -> None:
-        raise AssertionError("a refused cluster file reached the cloud")
-
-    monkeypatch.setattr(ClusterMaker, "__init__", no_cloud)
-    data = cluster_data("k8s-refused")
+def test_a_kubernetes_cluster_file_is_accepted() -> None:
+    """The engine has a Kubernetes driver now (tests/kube): the cluster file parses (no testbed needed)."""
+    data = cluster_data("k8s-accepted")
     data["batch"] = {"system": "kubernetes"}
-    with pytest.raises(ConfigError, match="'kubernetes' is not supported yet"):
-        parse_cluster(data)
-    text = EXAMPLE.read_text()
-    assert 'system = "slurm"' in text
-    f = tmp_path / "cluster.toml"
-    f.write_text(text.replace('system = "slurm"', 'system = "kubernetes"'))
-    r = CliRunner().invoke(app, ["cluster", "create", "-c", str(f)])
-    assert r.exit_code == 2
-    assert r.output.splitlines() == [
-        f"error: {f}: batch.system: 'kubernetes' is not supported yet: marea has no elastic Kubernetes driver "
-        "(use slurm or htcondor)"
-    ]
+    assert parse_cluster(data).marea.batch.system == "kubernetes"
 
 
 def test_a_failed_create_removes_what_it_made(testbed: OpenStackTestbed, demo: Any, cluster_name: str) -> None:

@@ -22,4 +22,10 @@ def make_batch(cfg: MareaConfig) -> BatchSystem:
             if (v := getattr(hc, k))
         }
         return HTCondorBatch(hc.model_copy(update=files))
+    if system == "kubernetes":
+        from marea.batch.kubernetes import KubernetesBatch
+
+        kube = cfg.batch.kubernetes
+        path = {"kubeconfig": str(cfg.path(kube.kubeconfig))} if kube.kubeconfig else {}
+        return KubernetesBatch(kube.model_copy(update=path), cluster=cfg.cluster.name)
     raise NotImplementedError(f"batch system {system!r} is not available in this build")

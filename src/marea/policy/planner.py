@@ -175,9 +175,10 @@ def plan_scale_up(view: ClusterView, settings: PolicySettings) -> ScaleUpResult:
         remaining = _pack_into(bins, req, demand.group, demand.count)
         if remaining == 0:
             continue
-        flavour = next((f for f in settings.flavours if req.fits_in(f.resources)), None)
+        allowed = [f for f in settings.flavours if not demand.flavours or f.name in demand.flavours]
+        flavour = next((f for f in allowed if req.fits_in(f.resources)), None)
         if flavour is None:
-            biggest = max(settings.flavours, key=lambda f: (f.gpus, f.cores, f.memory_mb))
+            biggest = max(allowed or settings.flavours, key=lambda f: (f.gpus, f.cores, f.memory_mb))
             waits.append(
                 Action(
                     ActionKind.WAIT,

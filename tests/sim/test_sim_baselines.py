@@ -9,7 +9,7 @@ from marea.config import MareaConfig
 from marea.model import Flavour
 from marea.sim.cluster import CloudModel
 from marea.sim.controllers import ElastiqController, MareaController, StaticController
-from marea.sim.oracle import instant, oracle
+from marea.sim.oracle import instant
 from marea.sim.run import run_policy
 from marea.sim.simulator import simulate
 from tests.sim.simhelpers import FOUR_CORES, make_trace, settings

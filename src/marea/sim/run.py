@@ -91,8 +91,8 @@ def run_policy(
     idle_threshold_s: float | None = None,
     advance: Callable[[int], None] | None = None,
 ) -> PolicyResult:
-    """One policy over `trace`. The oracle and the instant cluster are computed, the others simulated. `advance` gets the number of
-    trace jobs replayed so far, up to len(trace.jobs) at the end."""
+    """One policy over `trace`. The oracle and the instant cluster are computed, the others simulated. `advance`
+    gets the number of trace jobs replayed so far, up to len(trace.jobs) at the end."""
     s = cfg.simulate
     fitting = runnable(trace, cfg)
     if name in ("oracle", "instant"):
@@ -103,9 +103,7 @@ def run_policy(
         )  # fmt: skip
     else:
         controller = make_controller(name, cfg, idle_threshold_s)
-        result = simulate(
-            fitting, controller, cloud_model(cfg), s.horizon_s, s.sample_every_s, advance, placement(cfg)
-        )
+        result = simulate(fitting, controller, cloud_model(cfg), s.horizon_s, s.sample_every_s, advance, placement(cfg))
     unfit = len(trace.jobs) - len(fitting.jobs)
     if advance is not None:
         advance(len(trace.jobs))

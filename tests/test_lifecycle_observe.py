@@ -4,9 +4,15 @@ refused at load. The engine's reconciler and the simulator both move workers thr
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
+from marea.batch.base import Worker
+from marea.clouds.base import TAG_INSTANCE, CloudVM, VMStatus
+from marea.clouds.local import LocalCloud
+from marea.engine.reconciler import NO_ROOM, Reconciler
+from marea.engine.store import InstanceRecord, Store
 from marea.lifecycle import (
     LEGAL_MOVES,
     OBSERVE,
@@ -19,10 +25,12 @@ from marea.lifecycle import (
     build_table,
     observe,
 )
-from marea.model import InstanceState
+from marea.model import Flavour, InstanceState, PolicySettings, Resources
+from tests.fixed_queue import FixedQueue
 
 S = InstanceState
-NOW = 1000.0
+NOW = 100_000.0
+FLAVOUR = Flavour("f1", 1, 1000)
 ALL = list(itertools.product(InstanceState, Cloud, Batch))
 
 
@@ -141,3 +149,53 @@ def test_a_table_with_a_gap_or_a_duplicate_is_refused() -> None:
         build_table(rows[:-1])
     with pytest.raises(ValueError, match="written twice"):
         build_table([*rows, rows[0]])
+
+
+@pytest.mark.parametrize("grace_over", [False, True], ids=["within-grace", "grace-over"])
+def test_the_engine_moves_records_as_the_table_says(tmp_path: Path, grace_over: bool) -> None:
+    """The reconciler's `_observe_one` on a real SQLite store, for every (state, cloud, batch) combination, ends in
+    the state `observe` gives (after the adoption step of a record whose create was in flight): the engine applies
+    the table, it does not re-implement it. Cloud listings and batch workers are the drivers' own value types."""
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}", "lt")
+    rec_engine = Reconciler(
+        cluster="lt", store=store, cloud=LocalCloud(tmp_path / "vms"), batch=FixedQueue(0),
+        settings=PolicySettings(flavours=(FLAVOUR,), max_workers=2), user_data_template="#!/bin/sh\n",
+        clock=lambda: NOW, absent_grace_s=120.0,
+    )  # fmt: skip
+    cloud_vm = {
+        Cloud.MISSING: None,
+        Cloud.ERROR: VMStatus.ERROR,
+        Cloud.UP: VMStatus.ACTIVE,
+    }
+    free = Resources(1.0, 1000.0, 0)
+    workers = {
+        Batch.ABSENT: None,
+        Batch.LOST: Worker("x", free, free, busy=False, lost=True),
+        Batch.LOST_BUSY: Worker("x", free, NO_ROOM, busy=True, lost=True),
+        Batch.IDLE: Worker("x", free, free, busy=False),
+        Batch.BUSY: Worker("x", free, NO_ROOM, busy=True),
+    }
+    absent_since = NOW - 500 if grace_over else None
+    try:
+        for n, (state, cloud, batch) in enumerate(ALL):
+            iid = f"lt-{n}"
+            joined_at = NOW - 900 if state in (S.IDLE, S.BUSY, S.DRAINING) else None
+            rec = InstanceRecord(iid, "lt", FLAVOUR.name, "", state, NOW - 1000, NOW - 1000, cloud_id=f"c{n}",
+                                 joined_at=joined_at, idle_since=NOW - 50 if state is S.IDLE else None)  # fmt: skip
+            store.add_instance(rec)
+            if absent_since is not None:
+                rec_engine._absent_since[iid] = absent_since
+            status = cloud_vm[cloud]
+            vm = None if status is None else CloudVM(f"c{n}", iid, status, {TAG_INSTANCE: iid}, fault="boom")
+            kw = {"now": NOW, "idle_since": rec.idle_since, "absent_since": absent_since,
+                  "ever_joined": joined_at is not None, "absent_grace_s": 120.0}  # fmt: skip
+            want = observe(state, cloud, batch, **kw)  # type: ignore[arg-type]
+            if want.rule is Rule.ADOPT:
+                want = observe(S.BOOTING, cloud, batch, **kw)  # type: ignore[arg-type]
+            got = rec_engine._observe_one(rec, vm, workers[batch], NOW)
+            assert got.state is want.state, (state, cloud, batch, got.state, want.state)
+            assert store.get(iid).state is want.state  # type: ignore[union-attr]
+            if want.state not in (S.GONE, S.DELETING, S.FAILED):
+                assert got.idle_since == want.idle_since, (state, cloud, batch)
+    finally:
+        store.close()

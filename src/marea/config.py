@@ -333,6 +333,12 @@ class SimulateSection(_Strict):
     horizon_s: PositiveSeconds = 7 * 86400.0
     #: sampling period of the workers-over-time plot
     sample_every_s: PositiveSeconds = 600.0
+    #: VM-seconds every boot costs beyond the VM's own lifetime, failed and short boots included (the cloud's
+    #: work to place and image it, billing granularity): shorter idle thresholds mean more boots, not free ones
+    boot_price_vm_s: Annotated[float, Field(ge=0)] = 0.0
+    #: how the batch system places a job on the workers it fits: pack (the oldest first: Slurm's default),
+    #: spread (the least loaded: HTCondor's and Kubernetes' default), auto (from batch.system)
+    placement: Literal["auto", "pack", "spread"] = "auto"
     elastiq: ElastiqBaselineSection = ElastiqBaselineSection()
 
     @model_validator(mode="after")

@@ -9,7 +9,7 @@ from marea.config import MareaConfig
 from marea.model import Flavour
 from marea.sim.cluster import CloudModel
 from marea.sim.controllers import ElastiqController, MareaController, StaticController
-from marea.sim.oracle import oracle
+from marea.sim.oracle import instant
 from marea.sim.run import run_policy
 from marea.sim.simulator import simulate
 from tests.sim.simhelpers import FOUR_CORES, make_trace, settings
@@ -115,36 +115,36 @@ def test_static_batch_system_backfills_what_fits() -> None:
     assert sorted(r.waits) == [0.0, 0.0, 99.0]
 
 
-def test_oracle_levels_with_boot_times() -> None:
+def test_instant_levels_with_boot_times() -> None:
     # 4 one-core jobs [0, 100) and one [50, 1000), 4-core VMs, min 0: n = 1 on [0, 50), 2 on [50, 100),
     # 1 on [100, 1000). Level 1: 1000 s + one boot 420; level 2: 50 s + one boot. Total 1890 s.
     trace = make_trace(*[(0.0, 100.0)] * 4, (50.0, 950.0))
-    r = oracle(trace, FOUR_CORES, 0, 100, 420.0)
+    r = instant(trace, FOUR_CORES, 0, 100, 420.0)
     assert r.vm_hours == pytest.approx(1890 / 3600)
     assert r.idle_vm_hours == pytest.approx(840 / 3600)
     assert r.boots == 2
 
 
-def test_oracle_keeps_a_vm_through_a_gap_shorter_than_a_boot() -> None:
+def test_instant_keeps_a_vm_through_a_gap_shorter_than_a_boot() -> None:
     # 8 jobs [0, 100) and 8 jobs [300, 400): levels 1 and 2 are needed twice with a 200 s gap < 420 s boot:
     # each keeps its VM: 200 s needed + 420 s boot + 200 s gap = 820 s per level.
     trace = make_trace(*[(0.0, 100.0)] * 8, *[(300.0, 100.0)] * 8)
-    r = oracle(trace, FOUR_CORES, 0, 100, 420.0)
+    r = instant(trace, FOUR_CORES, 0, 100, 420.0)
     assert r.vm_hours == pytest.approx(2 * 820 / 3600)
     assert r.boots == 2
     # with a 100 s boot the gap is longer than a boot: reboot (2 x (200 + 2 x 100))
-    assert oracle(trace, FOUR_CORES, 0, 100, 100.0).vm_hours == pytest.approx(2 * 400 / 3600)
+    assert instant(trace, FOUR_CORES, 0, 100, 100.0).vm_hours == pytest.approx(2 * 400 / 3600)
 
 
-def test_oracle_minimum_workers_are_there_from_the_start() -> None:
+def test_instant_minimum_workers_are_there_from_the_start() -> None:
     # min 2, one 1-core job [0, 1000): both minimum levels for 1000 s, no boot; the second has no load.
-    r = oracle(make_trace((0.0, 1000.0)), Flavour("w", 4, 8000), 2, 100, 420.0)
+    r = instant(make_trace((0.0, 1000.0)), Flavour("w", 4, 8000), 2, 100, 420.0)
     assert r.vm_hours == pytest.approx(2000 / 3600)
     assert r.idle_vm_hours == pytest.approx(1000 / 3600)
     assert r.boots == 0
 
 
-@pytest.mark.parametrize("policy", ["marea", "elastiq", "static", "oracle"])
+@pytest.mark.parametrize("policy", ["marea", "elastiq", "static", "oracle", "instant"])
 def test_a_job_bigger_than_a_worker_never_starts_and_does_not_stall_the_run(policy: str) -> None:
     # The 8-core job fits no 4-core worker: taken out before the replay and counted as never started; the
     # two 1-core jobs run normally (the minimum's 2 workers start them at once).

@@ -29,7 +29,7 @@ def test_json_on_a_two_day_slice_of_lpc_egee(tmp_path: Path) -> None:
     r = run_cli("simulate", str(LPC), "-c", str(EXAMPLE), "--from", "30d", "--to", "32d", "--json", "--plot", str(plot))
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
-    assert set(doc["policies"]) == {"marea", "elastiq", "static", "oracle"}
+    assert set(doc["policies"]) == {"marea", "elastiq", "static", "oracle", "instant"}
     jobs = {p["jobs"] for p in doc["policies"].values()}
     assert len(jobs) == 1 and jobs.pop() == doc["trace"]["jobs"] > 100
     for name, p in doc["policies"].items():
@@ -41,6 +41,7 @@ def test_json_on_a_two_day_slice_of_lpc_egee(tmp_path: Path) -> None:
     # a busy slice: marea scales; the oracle bound is below it and the static 100 VMs far above
     assert pol["marea"]["boots"] > 0 and pol["elastiq"]["boots"] > 0
     assert pol["oracle"]["vm_hours"] < pol["marea"]["vm_hours"] < pol["static"]["vm_hours"]
+    assert pol["oracle"]["vm_hours"] <= pol["instant"]["vm_hours"]
     assert plot.stat().st_size > 10_000 and plot.read_bytes()[:4] == b"\x89PNG"
 
 

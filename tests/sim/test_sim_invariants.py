@@ -60,7 +60,7 @@ class Watched:
             assert w.free_cores >= 0 and w.free_cores <= w.flavour.cores
 
 
-@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@hsettings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     jobs=jobs_strategy,
     policy=st.sampled_from(["marea", "elastiq"]),
@@ -68,6 +68,8 @@ class Watched:
     max_workers=st.integers(2, 4),
     failure_rate=st.sampled_from([0.0, 0.3]),
     jitter=st.sampled_from([0.0, 200.0]),
+    how=st.sampled_from(["pack", "spread"]),
+    price=st.sampled_from([0.0, 120.0]),
 )
 def test_invariants_hold_on_random_workloads(
     jobs: list[tuple[int, int, float]],
@@ -76,7 +78,11 @@ def test_invariants_hold_on_random_workloads(
     max_workers: int,
     failure_rate: float,
     jitter: float,
+    how: str,
+    price: float,
 ) -> None:
+    """Also with either placement and a price per boot; every worker moves through the engine's lifecycle table
+    (`lifecycle.observe`), and `move` stops the run on any move the table forbids."""
     trace = _trace(jobs)
     inner: Controller
     if policy == "marea":
@@ -84,12 +90,15 @@ def test_invariants_hold_on_random_workloads(
     else:
         inner = ElastiqController(FOUR_CORES, min_workers, max_workers)
     ctl = Watched(inner, max_workers)
-    cloud = CloudModel(boot_time_s=420.0, boot_time_jitter_s=jitter, boot_failure_rate=failure_rate, seed=7)
-    r = simulate(trace, ctl, cloud, horizon_s=30 * 86400.0)
+    cloud = CloudModel(
+        boot_time_s=420.0, boot_time_jitter_s=jitter, boot_failure_rate=failure_rate, seed=7, boot_price_vm_s=price
+    )
+    r = simulate(trace, ctl, cloud, horizon_s=30 * 86400.0, placement=how)
     assert all(w >= 0 for w in r.waits)  # no job starts before its submit time
     assert len(r.waits) + r.jobs_never_started == len(trace.jobs)
     assert r.max_workers_seen <= max_workers and ctl.peak <= max_workers
     assert 0 <= r.idle_vm_hours <= r.vm_hours + 1e-9
+    assert r.booting_vm_hours * 3600 >= r.boots * price - 1e-6  # every boot paid its price
     busy_core_hours = sum(j.runtime * j.cores for j in trace.jobs) / 3600
     if r.jobs_never_started == 0:
         # every job ran to completion on some VM: VMs ran at least the busy core-hours / cores per VM

@@ -33,6 +33,7 @@ from marea.clouds.retry import TRANSIENT
 from marea.clouds.retry import summary as retry_summary
 from marea.engine.metrics import NullRecorder, Recorder
 from marea.engine.store import DecisionRecord, InstanceRecord, Store
+from marea.lifecycle import Batch, Cloud, Rule, Transition, observe
 from marea.model import (
     Action,
     ActionKind,
@@ -55,6 +56,22 @@ ABSENT_GRACE_S = 120.0
 #: the store's key for the absent-since timers
 ABSENT_SINCE_KEY = "absent_since"
 NO_ROOM = Resources(0.0, 0.0, 0)
+
+
+def cloud_seen(vm: CloudVM | None) -> Cloud:
+    """The cloud's listing of a worker's VM, in the lifecycle table's terms."""
+    if vm is None or vm.status is VMStatus.DELETED:
+        return Cloud.MISSING
+    return Cloud.ERROR if vm.status is VMStatus.ERROR else Cloud.UP
+
+
+def batch_seen(worker: Worker | None) -> Batch:
+    """The batch system's view of a worker, in the lifecycle table's terms."""
+    if worker is None:
+        return Batch.ABSENT
+    if worker.lost:
+        return Batch.LOST_BUSY if worker.busy else Batch.LOST
+    return Batch.BUSY if worker.busy else Batch.IDLE
 
 
 @dataclass
@@ -145,64 +162,58 @@ class Reconciler:
     def _observe_one(
         self, rec: InstanceRecord, vm: CloudVM | None, worker: Worker | None, now: float
     ) -> InstanceRecord:
+        """Move one record on what the cloud and the batch system say, through the lifecycle table
+        (`lifecycle.observe`, the pure function the simulator shares); this method only reads and writes."""
+        cloud = cloud_seen(vm)
+        batch = batch_seen(worker)
+        for _ in range(2):  # a record whose create was in flight is adopted, then observed as booting
+            t = observe(
+                rec.state, cloud, batch, now=now, idle_since=rec.idle_since,
+                absent_since=self._absent_since.get(rec.id), ever_joined=rec.joined_at is not None,
+                absent_grace_s=self.absent_grace_s, fault=vm.fault or "" if vm is not None else "",
+            )  # fmt: skip
+            if t.rule is not Rule.ADOPT:
+                break
+            assert vm is not None
+            rec = self.store.set_state(rec, InstanceState.BOOTING, now, cloud_id=vm.cloud_id, address=vm.address)
+        return self._apply(rec, vm, t, now)
+
+    def _apply(self, rec: InstanceRecord, vm: CloudVM | None, t: Transition, now: float) -> InstanceRecord:
+        """Write a transition: the timers, the counters, the decision log, then the record."""
         store = self.store
-        if rec.state is InstanceState.REQUESTED:
-            if vm is None:
-                return store.set_state(rec, InstanceState.GONE, now, failure="create interrupted; no VM exists")
-            rec = store.set_state(rec, InstanceState.BOOTING, now, cloud_id=vm.cloud_id, address=vm.address)
         if rec.state in (InstanceState.DELETING, InstanceState.GONE):
             return rec
-        if vm is None or vm.status is VMStatus.DELETED:
-            starting = rec.state is InstanceState.BOOTING
-            if starting:
-                self._count_failed_boot(now, f"{rec.id} vanished from the cloud before joining", "vanished")
-            return store.set_state(rec, InstanceState.GONE, now, failure="VM disappeared from the cloud")
-        if vm.status is VMStatus.ERROR and rec.state is not InstanceState.FAILED:
-            if worker is not None and worker.busy:
-                # A worker still running jobs is never declared failed: the jobs come first.
-                log.warning("%s: cloud reports %s, but jobs still run on it", rec.id, vm.fault or "error")
-            else:
-                failure = f"cloud: {vm.fault or 'ERROR'}"
-                if rec.joined_at is None:
-                    # Counted now, before the policy decides, so the backoff holds back the replacement.
-                    self._count_failed_boot(now, f"{rec.id} {failure}", "cloud_error")
-                return store.set_state(rec, InstanceState.FAILED, now, failure=failure)
-        if rec.address != vm.address and vm.address:
+        if t.failed_boot == "vanished":
+            self._count_failed_boot(now, f"{rec.id} vanished from the cloud before joining", "vanished")
+        if t.state is InstanceState.GONE:
+            return store.set_state(rec, InstanceState.GONE, now, failure=t.failure)
+        if t.jobs_despite_error:
+            assert vm is not None
+            log.warning("%s: cloud reports %s, but jobs still run on it", rec.id, vm.fault or "error")
+        if t.rule is Rule.CLOUD_ERROR:
+            if t.failed_boot:
+                # Counted now, before the policy decides, so the backoff holds back the replacement.
+                self._count_failed_boot(now, f"{rec.id} {t.failure}", t.failed_boot)
+            return store.set_state(rec, InstanceState.FAILED, now, failure=t.failure)
+        if vm is not None and vm.address and rec.address != vm.address:
             rec = store.update_instance(rec, address=vm.address)
-        if rec.state is InstanceState.FAILED:
-            return rec
-        if worker is None or worker.lost:
-            # Absent, or present but lost (Slurm DOWN / NOT_RESPONDING / FAIL, an HTCondor startd silent past
-            # lost_after_s): after the grace the worker is failed, deleted and replaced by the policy.
-            if rec.state.joined:
-                if rec.id not in self._absent_since:
-                    self._absent_since[rec.id] = now
-                    store.put_json(ABSENT_SINCE_KEY, self._absent_since)
-                since = self._absent_since[rec.id]
-                if now - since > self.absent_grace_s:
-                    failure = "worker left the batch system" if worker is None else "the batch system lost the worker"
-                    del self._absent_since[rec.id]
-                    store.put_json(ABSENT_SINCE_KEY, self._absent_since)
-                    return store.set_state(rec, InstanceState.FAILED, now, failure=failure)
-            return rec
-        if self._absent_since.pop(rec.id, None) is not None:
+        if t.absent_since != self._absent_since.get(rec.id):
+            if t.absent_since is None:
+                del self._absent_since[rec.id]
+            else:
+                self._absent_since[rec.id] = t.absent_since
             store.put_json(ABSENT_SINCE_KEY, self._absent_since)
-        if rec.state is InstanceState.BOOTING:
+        if t.joined:
             self._boot_succeeded(rec, now)
-            rec = store.set_state(
-                rec, InstanceState.BUSY if worker.busy else InstanceState.IDLE, now, joined_at=now,
-                idle_since=None if worker.busy else now,
-            )  # fmt: skip
+            rec = store.set_state(rec, t.state, now, joined_at=now, idle_since=t.idle_since)
             self._decision(now, "joined", f"{rec.id} joined the batch system after {now - rec.created_at:.0f} s",
                            rec.id)  # fmt: skip
             return rec
-        if rec.state.joined:
-            if worker.busy and rec.state is InstanceState.IDLE:
-                return store.set_state(rec, InstanceState.BUSY, now, idle_since=None)
-            if not worker.busy and rec.state is InstanceState.BUSY:
-                return store.set_state(rec, InstanceState.IDLE, now, idle_since=now)
-            if not worker.busy and rec.idle_since is None:
-                return store.update_instance(rec, idle_since=now)
+        if t.state is not rec.state:
+            extra = {"failure": t.failure} if t.failure else {"idle_since": t.idle_since}
+            return store.set_state(rec, t.state, now, **extra)
+        if t.idle_since != rec.idle_since:
+            return store.update_instance(rec, idle_since=t.idle_since)
         return rec
 
     # -- act -------------------------------------------------------------------------------------------------

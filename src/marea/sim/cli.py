@@ -25,7 +25,7 @@ from marea.extras import require
 from marea.sim.trace import TraceError, TraceFormat, read_trace
 
 # numpy and matplotlib (the `sim` extra) are imported only when the command runs, so `marea` starts fast
-POLICIES = ("marea", "elastiq", "static", "oracle")
+POLICIES = ("marea", "elastiq", "static", "oracle", "instant")
 TRACE_FORMATS: tuple[str, ...] = get_args(TraceFormat)
 
 _err = Console(stderr=True)

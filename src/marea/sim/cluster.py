@@ -17,7 +17,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from marea.lifecycle import check_move
+from marea.lifecycle import Batch, Cloud, check_move, observe
 from marea.model import Flavour, InstanceState, Resources
 from marea.sim.trace import TraceJob
 
@@ -34,6 +34,15 @@ class CloudModel:
     quota_instances: int | None = None
     quota_cores: int | None = None
     seed: int = 0
+    #: VM-seconds every boot costs on top of the VM's lifetime, failed or short boots included (see
+    #: SimulateSection.boot_price_vm_s): what makes a shorter idle threshold, and so more boots, not free
+    boot_price_vm_s: float = 0.0
+
+
+#: how the batch system places a job among the workers it fits: "pack" fills the oldest worker first (Slurm's
+#: default: nodes in order, no LLN), "spread" puts it on the worker with the most free cores (HTCondor's default
+#: breadth-first matchmaking, NEGOTIATOR_DEPTH_FIRST = false; Kubernetes' LeastAllocated scoring)
+PLACEMENTS = ("pack", "spread")
 
 
 @dataclass(slots=True, eq=False)
@@ -94,6 +103,7 @@ class Accounting:
     jobs_killed: int = 0
     joins: int = 0
     refused_boots: int = 0
+    boot_price_seconds: float = 0.0
 
 
 class SimCluster:
@@ -101,8 +111,11 @@ class SimCluster:
     and VM joins. Every mutation sets `changed`, which tells event-driven controllers to look again.
     """
 
-    def __init__(self, cloud: CloudModel, start: float) -> None:
+    def __init__(self, cloud: CloudModel, start: float, placement: str = "pack") -> None:
+        if placement not in PLACEMENTS:
+            raise ValueError(f"unknown placement {placement!r}: choose among {', '.join(PLACEMENTS)}")
         self.cloud = cloud
+        self.spread = placement == "spread"
         self.now = start
         self.rng = random.Random(cloud.seed)
         self.workers: dict[str, SimWorker] = {}  # alive (not gone), in creation order
@@ -186,6 +199,9 @@ class SimCluster:
             return w
         self.acct.boots += 1
         c = self.cloud
+        if c.boot_price_vm_s:
+            self.acct.vm_seconds += c.boot_price_vm_s
+            self.acct.boot_price_seconds += c.boot_price_vm_s
         if c.boot_failure_rate > 0 and self.rng.random() < c.boot_failure_rate:
             w.will_join = False
             return w
@@ -199,9 +215,7 @@ class SimCluster:
         if w.deleted_at is not None:
             return
         self.n_booting -= 1
-        move(w, InstanceState.IDLE)
-        w.state_since = self.now
-        w.idle_since = self.now
+        self._observe(w, Batch.IDLE)
         self.acct.joins += 1
         self.changed = True
         self.schedule(only=w)
@@ -304,17 +318,36 @@ class SimCluster:
             _, _, shape = heapq.heappop(heads)
             q = self.queues[shape]
             while q:
-                target = None
-                for w in candidates:
-                    if w.fits(shape):
-                        target = w
-                        break
+                target = self._place(candidates, shape)
                 if target is None:
                     break  # later jobs of this shape do not fit either
                 self._start(q.popleft(), target)
                 if q and heads and (q[0].trace.submit, q[0].seq) > heads[0][:2]:
                     heapq.heappush(heads, (q[0].trace.submit, q[0].seq, shape))
                     break
+
+    def _place(self, candidates: list[SimWorker], shape: Shape) -> SimWorker | None:
+        """The worker a job of `shape` starts on (None: fits nowhere): the oldest that fits (pack) or the one
+        with the most free cores, the oldest among equals (spread)."""
+        if not self.spread:
+            for w in candidates:
+                if w.fits(shape):
+                    return w
+            return None
+        best: SimWorker | None = None
+        for w in candidates:
+            if w.fits(shape) and (best is None or w.free_cores > best.free_cores):
+                best = w
+        return best
+
+    def _observe(self, w: SimWorker, batch: Batch) -> None:
+        """What the engine's poll would do on seeing `w` so: the engine's lifecycle table (`lifecycle.observe`)
+        moves the simulated worker, so the simulator makes exactly the engine's moves."""
+        t = observe(w.state, Cloud.UP, batch, now=self.now, idle_since=w.idle_since, ever_joined=w.joined)
+        if t.state is not w.state:
+            move(w, t.state)
+            w.state_since = self.now
+        w.idle_since = t.idle_since
 
     def _start(self, job: SimJob, w: SimWorker) -> None:
         now = self.now
@@ -325,9 +358,7 @@ class SimCluster:
         if w.jobs == 0:
             self.n_busy += 1
             w.busy_since = now
-            w.idle_since = None
-            move(w, InstanceState.BUSY)
-            w.state_since = now
+            self._observe(w, Batch.BUSY)
         w.jobs += 1
         w.running.add(job)
         job.worker = w
@@ -359,10 +390,7 @@ class SimCluster:
             if w.busy_since is not None:
                 w.busy_total += now - w.busy_since
                 w.busy_since = None
-            if w.state is not InstanceState.DRAINING:
-                move(w, InstanceState.IDLE)
-                w.state_since = now
-                w.idle_since = now
+            self._observe(w, Batch.IDLE)  # a draining worker stays draining (drained)
         if w.state is not InstanceState.DRAINING:
             self.schedule(only=w)
 

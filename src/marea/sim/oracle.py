@@ -1,19 +1,26 @@
-"""The oracle: a lower bound on the VM-hours of any policy that starts every job the moment it is submitted.
+"""Two yardsticks computed from the trace alone (no simulation): the oracle, a true lower bound on the VM-hours of
+any policy, and the instant cluster, the cheapest cluster that starts every job when it is submitted.
 
-How it is computed (no simulation; from the trace alone):
-1. Every job runs from its submit time for its run time (zero wait). The load L(t) is the sum of the cores
-   (and memory, GPUs) of the jobs running at t.
-2. The VMs needed at t are n(t) = max(ceil(L_cores/C), ceil(L_mem/M), ceil(L_gpus/G)) for the flavour's
-   C cores, M MiB, G GPUs, clamped to [min_workers, max_workers]. This assumes jobs could be packed as a fluid
-   (moved between VMs at no cost), so no real packing can need fewer VMs.
-3. VMs are stacked in levels: level k is needed while n(t) >= k. A VM is booted exactly in time (its boot
-   time, during which it is paid for, ends when level k is first needed) and deleted the moment it is no
-   longer needed, except when level k is needed again within one boot time: keeping it is then cheaper than
-   rebooting, so the oracle keeps it. Per level the cost is the needed time + one boot time + for each gap
-   min(gap, boot time); the sum over levels is the minimum, as the levels are independent.
-Idle VM-hours of the oracle are its boot times, the gaps it bridges and the time the minimum workers carry no
-load at all (with fluid packing, a needed VM is never idle). Levels 1..min_workers are needed for
-the whole span and pay no boot (the cluster starts with them, as it does for every simulated policy).
+**The oracle** (`lower_bound`): no policy, however clever or however long it lets jobs wait, can use fewer
+VM-hours. Every simulated policy keeps at least `min_workers` VMs from the first submission T0 until the last job
+has ended, which is no earlier than T1 = max(submit + run time). In [T0, T1] those VMs can do at most what a fluid
+queue of capacity min_workers x C cores serves (jobs split at will and run as soon as submitted, the most any
+schedule can do by T1); the rest, B(T1), needs other VM time, at C cores per VM-second. So
+
+    VM-time >= min_workers x (T1 - T0) + B(T1) / C          (and + one boot, if min_workers = 0)
+
+for cores, and the same for memory and GPUs; the oracle is the largest. It allows any wait, so a policy with short
+waits is above it by what its waits save it from: the gap is an upper bound on what a better policy could gain.
+
+**The instant cluster** (`instant`), the former oracle: every job starts at its submit time, as long as
+max_workers allows; work beyond max_workers is delayed (a fluid backlog served as soon as capacity frees), never
+dropped. The fluid VMs needed at t, f(t) = max(L_cores/C, L_mem/M, L_gpus/G), are served up to max_workers, and
+n(t) = ceil(served), at least min_workers. VMs are stacked in levels (level k is needed while n(t) >= k); a level's
+VM is booted just in time (its boot, paid, ends when the level is needed) and deleted the moment it is not needed,
+unless the level is needed again within one boot (+ its price), when keeping it is cheaper. Per level: needed time
++ one boot (+ price) + min(gap, boot + price) per gap; levels 1..min_workers are there from the start. It is the
+cost of zero waits, not a bound on policies that let jobs wait: one VM running two jobs that arrive apart one
+after the other (the second queued meanwhile) can cost less than the instant cluster's gap.
 """
 
 from __future__ import annotations
@@ -22,54 +29,147 @@ import math
 
 from marea.model import Flavour
 from marea.sim.simulator import PolicyResult
-from marea.sim.trace import Trace
+from marea.sim.trace import Trace, TraceJob
+
+_EPS = 1e-9
 
 
-def oracle(trace: Trace, flavour: Flavour, min_workers: int, max_workers: int, boot_time_s: float) -> PolicyResult:
-    """VM-hours and idle VM-hours of the oracle (waits are zero by construction; see the module doc)."""
-    if not trace.jobs:
-        return PolicyResult("oracle", 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0, 0)
+def _dims(flavour: Flavour, jobs: tuple[TraceJob, ...]) -> list[tuple[int, float]]:
+    """(index in a job's (cores, memory, gpus), the flavour's capacity) for every dimension the jobs use."""
+    dims = [(0, float(flavour.cores))]
+    if flavour.memory_mb and any(j.memory_mb > 0 for j in jobs):
+        dims.append((1, float(flavour.memory_mb)))
+    if flavour.gpus and any(j.gpus > 0 for j in jobs):
+        dims.append((2, float(flavour.gpus)))
+    return dims
+
+
+def _deltas(jobs: tuple[TraceJob, ...]) -> tuple[list[float], dict[float, list[float]]]:
     deltas: dict[float, list[float]] = {}
-    for j in trace.jobs:
+    for j in jobs:
         for t, sign in ((j.submit, 1.0), (j.submit + j.runtime, -1.0)):
             d = deltas.setdefault(t, [0.0, 0.0, 0.0])
             d[0] += sign * j.cores
             d[1] += sign * j.memory_mb
             d[2] += sign * j.gpus
-    times = sorted(deltas)
-    start, end = times[0], times[-1]
+    return sorted(deltas), deltas
 
-    def raw_needed(cores: float, mem: float, gpus: float) -> int:
-        n = math.ceil(cores / flavour.cores - 1e-9)
-        if flavour.memory_mb and mem > 0:
-            n = max(n, math.ceil(mem / flavour.memory_mb - 1e-9))
-        if gpus > 0:
-            n = max(n, math.ceil(gpus / flavour.gpus) if flavour.gpus else max_workers)
-        return n
 
-    busy_s = 0.0  # sum over levels of the time they are needed
-    extra_s = 0.0  # boots and bridged gaps
-    boots = 0
-    since: dict[int, float] = {}  # level -> when it became needed (current interval)
-    last_end: dict[int, float] = {}  # level -> when it was last released
-    level = min_workers
-    for k in range(1, min_workers + 1):
-        since[k] = start
+def lower_bound_s(trace: Trace, flavour: Flavour, min_workers: int, boot_s: float) -> tuple[float, float]:
+    """(VM-seconds no policy can go below, the work in VM-seconds of the binding dimension); see the module doc.
+    `boot_s` is one boot's cost (boot time + price), paid once when the minimum is 0."""
+    jobs = trace.jobs
+    if not jobs:
+        return 0.0, 0.0
+    times, deltas = _deltas(jobs)
+    t0, t1 = times[0], times[-1]
+    best, best_work = 0.0, 0.0
+    for k, cap in _dims(flavour, jobs):
+        rate_cap = min_workers * cap  # what the minimum workers serve per second
+        load, backlog, work = 0.0, 0.0, 0.0
+        prev = t0
+        for t in times:
+            dt = t - prev
+            # in [prev, t) the arrival rate is `load`: the fluid queue serves min(rate_cap, load + backlog)
+            backlog = max(0.0, backlog + (load - rate_cap) * dt)
+            prev = t
+            load = max(0.0, load + deltas[t][k])
+        work = sum(j.runtime * (j.cores, j.memory_mb, float(j.gpus))[k] for j in jobs) / cap
+        need = min_workers * (t1 - t0) + backlog / cap
+        if need > best:
+            best, best_work = need, work
+    if min_workers == 0 and best > 0:
+        best += boot_s
+    return best, best_work
+
+
+def oracle(
+    trace: Trace, flavour: Flavour, min_workers: int, max_workers: int, boot_time_s: float, boot_price_s: float = 0.0
+) -> PolicyResult:
+    """The lower bound as a result row: VM-hours no policy goes below; its idle part is what is not work."""
+    vm_s, work_s = lower_bound_s(trace, flavour, min_workers, boot_time_s + boot_price_s)
+    boots = 1 if min_workers == 0 and vm_s > 0 else 0
+    return PolicyResult(
+        name="oracle",
+        vm_hours=vm_s / 3600.0,
+        idle_vm_hours=max(0.0, vm_s - work_s) / 3600.0,
+        wait_p50_s=0.0,
+        wait_p95_s=0.0,
+        wait_max_s=0.0,
+        jobs=len(trace.jobs),
+        jobs_never_started=0,
+        boots=boots,
+        failed_boots=0,
+        booting_vm_hours=boots * (boot_time_s + boot_price_s) / 3600.0,
+    )
+
+
+def _served_levels(
+    times: list[float], deltas: dict[float, list[float]], flavour: Flavour, max_workers: int
+) -> list[tuple[float, float]]:
+    """(t, fluid VMs served from t on): the load, with the part above max_workers delayed as a fluid backlog."""
+    C, M, G = float(flavour.cores), float(flavour.memory_mb), float(flavour.gpus)
+    cap = float(max_workers)
+    out: list[tuple[float, float]] = []
     load = [0.0, 0.0, 0.0]
-    idle_min_s = 0.0  # minimum workers kept with no load on them
-    raw, prev_t = 0, start
-    for t in times:
-        idle_min_s += max(0, min_workers - raw) * (t - prev_t)
-        prev_t = t
+    backlog = 0.0  # VM-seconds of delayed work
+    f = 0.0
+    for i, t in enumerate(times):
         d = deltas[t]
         load = [load[0] + d[0], load[1] + d[1], load[2] + d[2]]
-        raw = raw_needed(max(load[0], 0.0), max(load[1], 0.0), max(load[2], 0.0))
-        n = min(max_workers, max(min_workers, raw))
+        # (jobs that do not fit the flavour were taken out before: runnable())
+        f = max(load[0] / C, load[1] / M if M else 0.0, load[2] / G if G else 0.0, 0.0)
+        nxt = times[i + 1] if i + 1 < len(times) else t
+        dt = nxt - t
+        if backlog <= _EPS and f <= cap:
+            out.append((t, f))
+            continue
+        # served at full capacity while the backlog lasts
+        out.append((t, cap))
+        grow = (f - cap) * dt
+        if backlog + grow > _EPS:
+            backlog += grow
+        else:  # the backlog empties within [t, nxt): back to the load from then on
+            t_empty = t + backlog / (cap - f)
+            backlog = 0.0
+            if t_empty < nxt:
+                out.append((t_empty, f))
+    if backlog > _EPS:  # after the last job ended: what is still delayed runs at capacity
+        last = times[-1]
+        out.append((last + backlog / cap, 0.0))
+    return out
+
+
+def instant(
+    trace: Trace, flavour: Flavour, min_workers: int, max_workers: int, boot_time_s: float, boot_price_s: float = 0.0
+) -> PolicyResult:
+    """The instant cluster (see the module doc): VM-hours of zero waits (delays only beyond max_workers)."""
+    if not trace.jobs:
+        return PolicyResult("instant", 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0, 0)
+    times, deltas = _deltas(trace.jobs)
+    served = _served_levels(times, deltas, flavour, max_workers)
+    start, end = served[0][0], served[-1][0]
+    boot_cost = boot_time_s + boot_price_s
+    busy_s = 0.0  # sum over levels of the time they are needed
+    extra_s = 0.0  # boots and bridged gaps
+    loaded_s = 0.0  # VM time with load on the VM (fluid packing: ceil(f) VMs carry the load)
+    boots = 0
+    since: dict[int, float] = {k: start for k in range(1, min_workers + 1)}
+    last_end: dict[int, float] = {}
+    level = min_workers
+    idle_min_s = 0.0  # minimum workers kept with no load on them
+    prev_t, prev_loaded = start, 0
+    for t, f in served:
+        loaded_s += prev_loaded * (t - prev_t)
+        idle_min_s += max(0, min_workers - prev_loaded) * (t - prev_t)
+        raw = min(max_workers, math.ceil(f - _EPS))
+        prev_t, prev_loaded = t, raw
+        n = max(min_workers, raw)
         if n > level:
             for k in range(level + 1, n + 1):
                 released = last_end.get(k)
-                if released is None or t - released > boot_time_s:
-                    extra_s += boot_time_s
+                if released is None or t - released > boot_cost:
+                    extra_s += boot_cost
                     boots += 1
                 else:
                     extra_s += t - released
@@ -81,11 +181,11 @@ def oracle(trace: Trace, flavour: Flavour, min_workers: int, max_workers: int, b
         level = n
     for k in list(since):
         busy_s += end - since.pop(k)
-    vm_hours = (busy_s + extra_s) / 3600.0
+    vm_s = busy_s + extra_s
     return PolicyResult(
-        name="oracle",
-        vm_hours=vm_hours,
-        idle_vm_hours=(extra_s + idle_min_s) / 3600.0,
+        name="instant",
+        vm_hours=vm_s / 3600.0,
+        idle_vm_hours=max(0.0, vm_s - loaded_s) / 3600.0,
         wait_p50_s=0.0,
         wait_p95_s=0.0,
         wait_max_s=0.0,
@@ -93,6 +193,6 @@ def oracle(trace: Trace, flavour: Flavour, min_workers: int, max_workers: int, b
         jobs_never_started=0,
         boots=boots,
         failed_boots=0,
-        booting_vm_hours=boots * boot_time_s / 3600.0,
+        booting_vm_hours=boots * boot_cost / 3600.0,
         min_idle_vm_hours=idle_min_s / 3600.0,
     )

@@ -13,11 +13,11 @@ from functools import partial
 from marea.config import MareaConfig
 from marea.sim.cluster import CloudModel
 from marea.sim.controllers import Controller, ElastiqController, MareaController, StaticController
-from marea.sim.oracle import oracle
+from marea.sim.oracle import instant, oracle
 from marea.sim.simulator import PolicyResult, simulate
 from marea.sim.trace import Trace
 
-POLICIES = ("marea", "elastiq", "static", "oracle")  # also in marea.sim.cli, which must not import numpy
+POLICIES = ("marea", "elastiq", "static", "oracle", "instant")  # also in marea.sim.cli, which must not import numpy
 
 
 class UnknownPolicy(ValueError):
@@ -33,7 +33,18 @@ def cloud_model(cfg: MareaConfig) -> CloudModel:
         quota_instances=s.quota_instances,
         quota_cores=s.quota_cores,
         seed=s.seed,
+        boot_price_vm_s=s.boot_price_vm_s,
     )
+
+
+#: the batch systems' default placement of jobs on workers (docs/simulator.md cites where each comes from)
+DEFAULT_PLACEMENT = {"slurm": "pack", "htcondor": "spread", "kubernetes": "spread"}
+
+
+def placement(cfg: MareaConfig) -> str:
+    """`[simulate] placement`, with auto resolved from the batch system."""
+    p = cfg.simulate.placement
+    return DEFAULT_PLACEMENT.get(cfg.batch.system, "pack") if p == "auto" else p
 
 
 def make_controller(name: str, cfg: MareaConfig, idle_threshold_s: float | None = None) -> Controller:
@@ -80,16 +91,19 @@ def run_policy(
     idle_threshold_s: float | None = None,
     advance: Callable[[int], None] | None = None,
 ) -> PolicyResult:
-    """One policy over `trace`. The oracle is computed, the others simulated. `advance` gets the number of
-    trace jobs replayed so far, up to len(trace.jobs) at the end."""
+    """One policy over `trace`. The oracle and the instant cluster are computed, the others simulated. `advance`
+    gets the number of trace jobs replayed so far, up to len(trace.jobs) at the end."""
     s = cfg.simulate
     fitting = runnable(trace, cfg)
-    if name == "oracle":
+    if name in ("oracle", "instant"):
         settings = cfg.policy_settings()
-        result = oracle(fitting, settings.flavours[0], settings.min_workers, settings.max_workers, s.boot_time_s)
+        result = (oracle if name == "oracle" else instant)(
+            fitting, settings.flavours[0], settings.min_workers, settings.max_workers, s.boot_time_s,
+            s.boot_price_vm_s,
+        )  # fmt: skip
     else:
         controller = make_controller(name, cfg, idle_threshold_s)
-        result = simulate(fitting, controller, cloud_model(cfg), s.horizon_s, s.sample_every_s, advance)
+        result = simulate(fitting, controller, cloud_model(cfg), s.horizon_s, s.sample_every_s, advance, placement(cfg))
     unfit = len(trace.jobs) - len(fitting.jobs)
     if advance is not None:
         advance(len(trace.jobs))

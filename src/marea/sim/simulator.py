@@ -48,7 +48,8 @@ class PolicyResult:
     boots: int
     failed_boots: int
     jobs_killed: int = 0
-    #: parts of the idle VM-hours: VMs booting; idle VMs the minimum size keeps (no policy may remove them)
+    #: parts of the idle VM-hours: VMs booting (and the price of every boot); idle VMs the minimum size keeps (no
+    #: policy may remove them)
     booting_vm_hours: float = 0.0
     min_idle_vm_hours: float = 0.0
     policy_calls: int = 0
@@ -105,15 +106,17 @@ def simulate(
     horizon_s: float = 7 * 86400.0,
     sample_every_s: float = 600.0,
     progress: Callable[[int], None] | None = None,
+    placement: str = "pack",
 ) -> PolicyResult:
     """Replay `trace` with `controller` deciding the cluster's size; return the measured figures.
 
     `progress`, when given, is called with the number of jobs submitted so far, about 200 times in a run (a
-    replay of a year-long trace takes minutes: `marea simulate` shows a progress bar with it)."""
+    replay of a year-long trace takes minutes: `marea simulate` shows a progress bar with it). `placement`: how
+    the batch system places jobs on workers (`marea.sim.cluster.PLACEMENTS`)."""
     wall0 = time.perf_counter()
     jobs = trace.jobs
     t0 = trace.start
-    cluster = SimCluster(cloud, t0)
+    cluster = SimCluster(cloud, t0, placement)
     controller.start(cluster)
     cluster.changed = False
     timeline = Timeline(sample_every_s)
@@ -195,7 +198,7 @@ def simulate(
         boots=acct.boots,
         failed_boots=acct.failed_boots,
         jobs_killed=acct.jobs_killed,
-        booting_vm_hours=booting_s / 3600.0,
+        booting_vm_hours=(booting_s + acct.boot_price_seconds) / 3600.0,
         min_idle_vm_hours=min_idle_s / 3600.0,
         policy_calls=controller.calls,
         wall_s=time.perf_counter() - wall0,

@@ -184,7 +184,7 @@ cm_pid() {   # the manager's condor_master pid, only when it is really ours (gua
   local f=$R$CM_LOCAL/run/master.pid pid
   [ -s "$f" ] || return 1
   pid=$(cat "$f")
-  tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "CONDOR_CONFIG=$CDIR/cm.conf" || return 1
+  tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -x "CONDOR_CONFIG=$CDIR/cm.conf" >/dev/null || return 1
   echo "$pid"
 }
 
@@ -221,10 +221,10 @@ cmd_start() {
   cmd_env_file
   in_cm /usr/sbin/condor_master -pidfile "$CM_LOCAL/run/master.pid"
   for i in $(seq 1 150); do
-    in_cm condor_status -schedd -af Name 2>/dev/null | grep -q . && break
+    in_cm condor_status -schedd -af Name 2>/dev/null | grep . >/dev/null && break
     sleep 0.2
   done
-  in_cm condor_status -schedd -af Name 2>/dev/null | grep -q . || { echo "schedd did not come up" >&2; exit 1; }
+  in_cm condor_status -schedd -af Name 2>/dev/null | grep . >/dev/null || { echo "schedd did not come up" >&2; exit 1; }
   log "pool up in $((SECONDS - t0)) s (master $(cm_pid), collector $CM_IP:9618, netns $NS)"
 }
 

@@ -93,7 +93,7 @@ render() { sed -e "s#@STATE@#$STATE#g" -e "s#@API_IP@#$API_IP#g" "$1" > "$2"; }
 
 network_up() {  # the guests' bridge, the host's address on it, and no way out of this machine for guests
   ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
-  ip addr show dev "$BRIDGE" | grep -q " $API_IP/" || ip addr add "$API_IP/24" dev "$BRIDGE"
+  ip addr show dev "$BRIDGE" | grep " $API_IP/" >/dev/null || ip addr add "$API_IP/24" dev "$BRIDGE"
   ip link set "$BRIDGE" up
   # floating IPs: routed to the bridge, where the L3 agent's DNAT turns them into the ports' fixed IPs
   ip route replace "$FIP_CIDR" dev "$BRIDGE"

@@ -60,6 +60,12 @@ class BatchSystem(abc.ABC):
         """Stop new work from starting on `worker`; running work continues. Idempotent."""
 
     @abc.abstractmethod
+    def resume(self, worker: str) -> None:
+        """Undo a drain: `worker` accepts new work again (its running work never stopped). Idempotent; a worker
+        that is not draining is left as it is. Slurm: state=RESUME; HTCondor: cancel the drain; Kubernetes:
+        uncordon."""
+
+    @abc.abstractmethod
     def remove(self, worker: str) -> bool:
         """Forget a drained worker before its VM is deleted. True when removed or unknown; False when the
         batch system refuses because work still runs there (the caller must not delete the VM then)."""

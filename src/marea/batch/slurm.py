@@ -199,6 +199,15 @@ class SlurmBatch(BatchSystem):
     def drain(self, worker: str, reason: str) -> None:
         self._run("scontrol", "update", f"nodename={worker}", "state=DRAIN", f"reason=marea: {reason[:200]}")
 
+    def resume(self, worker: str) -> None:
+        proc = self._run("scontrol", "update", f"nodename={worker}", "state=RESUME", check=False)
+        text = proc.stderr.lower()
+        # slurmctld answers "Invalid node state specified" for a node that is not drained: nothing to undo
+        if proc.returncode != 0 and "invalid node state" not in text and "not drained" not in text:
+            raise BatchError(
+                f"slurm: scontrol update nodename={worker} state=RESUME failed: {proc.stderr.strip()[:300]}"
+            )
+
     def remove(self, worker: str) -> bool:
         proc = self._run("scontrol", "delete", f"nodename={worker}", check=False)
         if proc.returncode == 0:

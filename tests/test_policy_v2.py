@@ -93,23 +93,26 @@ def test_a_burst_of_hundreds_reaches_the_maximum_in_a_few_cycles() -> None:
 
 
 # -- consolidation -------------------------------------------------------------------------------------------
-def test_with_nothing_queued_the_least_loaded_busy_worker_is_drained_into_the_others_room() -> None:
-    # a runs 3 of 4 cores, b 1, c 2: b's load fits in a's free core (best fit) -> b drained; then c's 2 cores
-    # fit nowhere (a is full now, b is going) -> c stays
+def test_with_nothing_queued_the_least_loaded_busy_worker_is_drained_into_a_busier_ones_room() -> None:
+    # a runs 3 of 4 cores, b 1, c 2: b's load fits in a's free core (best fit, and a is busier) -> b drained;
+    # c's 2 cores then fit nowhere (a is full now, b is going) -> c stays
     view = ClusterView(100.0, (_w("a", S.BUSY, 3), _w("b", S.BUSY, 1), _w("c", S.BUSY, 2)))
     drains = decide(view, _settings()).of_kind(ActionKind.DRAIN)
     assert [d.instance_id for d in drains] == ["b"]
     assert "consolidated" in drains[0].reason and "b" in drains[0].reason
 
 
-def test_least_loaded_first_and_a_host_is_never_drained() -> None:
-    # four workers at 1 core each (ids break the tie): a's load goes to the best fit, b, which becomes a host
-    # and is never drained; c's and d's then fit in b's remaining room (best fit again): three drains, one kept
+def test_least_loaded_first_a_host_is_never_drained_and_idle_or_full_workers_are_left_alone() -> None:
+    # four workers at 1 core each (ids break the tie: a later id counts as busier): a's load goes to the best
+    # fit, b, which becomes a host (never drained) and busier; c's and then d's loads follow into b's room
     view = ClusterView(100.0, tuple(_w(i, S.BUSY, 1) for i in "abcd"))
-    drained = {d.instance_id for d in decide(view, _settings()).of_kind(ActionKind.DRAIN)}
-    assert drained == {"a", "c", "d"}
-    view2 = ClusterView(100.0, (_w("full", S.BUSY, 3), _w("light", S.BUSY, 1), _w("mid", S.BUSY, 2)))
-    assert [d.instance_id for d in decide(view2, _settings()).of_kind(ActionKind.DRAIN)] == ["light"]
+    drained = [d.instance_id for d in decide(view, _settings()).of_kind(ActionKind.DRAIN)]
+    assert drained == ["a", "c", "d"]
+    # a busy worker is never drained to keep an idle one; a full one takes no new work and is left alone
+    idle_host = ClusterView(100.0, (_w("busy", S.BUSY, 1), _w("idle", S.IDLE, 0, since=90.0)))
+    assert decide(idle_host, _settings()).of_kind(ActionKind.DRAIN) == []
+    full = ClusterView(100.0, (_w("full", S.BUSY, 4), _w("half", S.BUSY, 2)))
+    assert decide(full, _settings()).of_kind(ActionKind.DRAIN) == []
 
 
 def test_no_consolidation_while_work_is_queued_below_the_minimum_or_when_switched_off() -> None:

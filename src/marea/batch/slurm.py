@@ -196,6 +196,12 @@ class SlurmBatch(BatchSystem):
         demand, queued = parse_demand(squeue, self.section.partition)
         return BatchSnapshot(demand, (), parse_workers(nodes, self.section.feature), queued)
 
+    def pending_jobs(self) -> frozenset[str] | None:
+        """One light RPC: pending jobs of the partition, job ids only (no JSON, no node table)."""
+        out = self._run("squeue", "--noheader", "--states=PENDING", f"--partition={self.section.partition}",
+                        "--format=%i").stdout  # fmt: skip
+        return frozenset(line.strip() for line in out.splitlines() if line.strip())
+
     def drain(self, worker: str, reason: str) -> None:
         self._run("scontrol", "update", f"nodename={worker}", "state=DRAIN", f"reason=marea: {reason[:200]}")
 

@@ -105,31 +105,34 @@ def _used(inst: InstanceView, total: Resources) -> Resources:
 def _consolidate(
     view: ClusterView, settings: PolicySettings, needed: frozenset[str], excluded: set[str | None], active: int
 ) -> list[Action]:
-    """Drains of busy workers whose load fits in the free room of a worker that stays, least loaded first.
+    """Drains of partly used busy workers whose load fits in the free room of a busier worker, least loaded
+    first.
 
     Only with nothing queued (capacity exceeds demand). Jobs do not move, so the test is conservative: the
-    whole load of the candidate must fit in the free room of ONE other worker, whose room is then reserved.
+    whole load of the candidate must fit in the free room of ONE other busy worker at least as loaded, whose
+    room is then reserved (and which is never drained in the same cycle). Idle workers are neither candidates
+    nor hosts: the idle rule handles them, and draining a busy worker to keep an idle one would only swap a
+    working VM for an idle one. A full worker takes no new work anyway: it is left alone.
     """
     if not settings.consolidate or any(d.count > 0 for d in view.demand):
         return []
     flavours = {f.name: f.resources for f in settings.flavours}
-    joined = [
+    busy = [
         i
         for i in view.instances
-        if i.state in (InstanceState.IDLE, InstanceState.BUSY)
-        and i.id not in excluded
-        and i.free is not None
-        and i.flavour in flavours
+        if i.state is InstanceState.BUSY and i.id not in excluded and i.free is not None and i.flavour in flavours
     ]
-    room = {i.id: i.free for i in joined if i.free is not None}
-    # least loaded first: the share of its cores in use (then memory), then the id for a stable order
+
+    def share(total: Resources, free: Resources) -> tuple[float, float]:
+        used = total - free
+        return (used.cores / max(1.0, total.cores), used.memory_mb / max(1.0, total.memory_mb))
+
+    room = {i.id: i.free for i in busy if i.free is not None}
+    totals = {i.id: flavours[i.flavour] for i in busy}
+    loads = {iid: share(totals[iid], r) for iid, r in room.items()}
     candidates = sorted(
-        (i for i in joined if i.state is InstanceState.BUSY and i.id not in needed),
-        key=lambda i: (
-            _used(i, flavours[i.flavour]).cores / max(1.0, flavours[i.flavour].cores),
-            _used(i, flavours[i.flavour]).memory_mb / max(1.0, flavours[i.flavour].memory_mb),
-            i.id,
-        ),
+        (i for i in busy if i.id not in needed and i.free is not None and (i.free.cores > 0 or i.free.gpus > 0)),
+        key=lambda i: (loads[i.id], i.id),
     )
     actions: list[Action] = []
     hosts: set[str] = set()  # workers whose room was reserved for a drained worker's load: they stay
@@ -141,13 +144,18 @@ def _consolidate(
         load = _used(cand, flavours[cand.flavour])
         if load.cores <= 0 and load.gpus <= 0 and load.memory_mb <= 0:
             continue  # reported busy with nothing allocated: left to the idle rule
-        # best fit: the kept worker with the least free room that still holds the whole load
-        targets = [(r.cores, r.memory_mb, iid) for iid, r in room.items() if iid != cand.id and load.fits_in(r)]
+        # best fit among busier workers: the one with the least free room that still holds the whole load
+        targets = [
+            (r.cores, r.memory_mb, iid)
+            for iid, r in room.items()
+            if iid != cand.id and load.fits_in(r) and (loads[iid], iid) > (loads[cand.id], cand.id)
+        ]
         if not targets:
             continue
         target = min(targets)[2]
         hosts.add(target)
         room[target] = room[target] - load
+        loads[target] = share(totals[target], room[target])  # the host is busier now: later loads may follow
         del room[cand.id]
         actions.append(
             Action(

@@ -157,6 +157,7 @@ def clusters(draw: st.DrawFn) -> tuple[ClusterView, PolicySettings]:
         max_parallel_boots=draw(st.integers(1, 6)),
         idle_threshold_s=draw(st.floats(0, 500)),
         join_timeout_s=draw(st.floats(1, 500)),
+        consolidate=draw(st.booleans()),
     )
     now = 1000.0
     insts = []

@@ -26,7 +26,9 @@ S = InstanceState
 
 
 def _settings(**kw: object) -> PolicySettings:
-    base: dict[str, object] = dict(flavours=(W4,), min_workers=0, max_workers=500, max_parallel_boots=200)
+    base: dict[str, object] = dict(
+        flavours=(W4,), min_workers=0, max_workers=500, max_parallel_boots=200, consolidate=True
+    )
     base.update(kw)
     return PolicySettings(**base)  # type: ignore[arg-type]
 

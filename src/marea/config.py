@@ -68,9 +68,10 @@ class PolicySection(_Strict):
     backoff_max_s: Annotated[float, Field(ge=0)] = 1800.0
     #: the flavour booted to reach min_workers (default: the first flavour)
     min_flavour: str | None = None
-    #: with no job queued, drain busy workers whose jobs would fit in another worker's free room, least loaded
-    #: first: each is deleted when its last job ends (nothing is killed), or taken back if new work needs it
-    consolidate: bool = True
+    #: with no job queued, drain partly used busy workers whose jobs would fit in a busier worker's free room,
+    #: least loaded first: each is deleted when its last job ends (nothing is killed), or taken back if new work
+    #: needs it. Off by default: on the KTH-SP2 trace it cost idle VM-hours (docs/engine.md)
+    consolidate: bool = False
     #: a drain still running after this long is reported in the decisions; the worker stays draining and its
     #: jobs are never killed
     drain_timeout_s: PositiveSeconds = 86400.0

@@ -177,9 +177,9 @@ class PolicySettings:
     min_flavour: str | None = None
     #: where the adaptive parallel-boot limit starts (a fresh cluster, or one with no ramp state stored)
     initial_parallel_boots: int = 10
-    #: drain busy workers whose running jobs would fit in the free room of the others (least loaded first),
-    #: when no job is queued: they are deleted the moment their last job ends instead of idling
-    consolidate: bool = True
+    #: drain partly used busy workers whose running jobs would fit in the free room of a busier one (least
+    #: loaded first), when no job is queued: they are deleted the moment their last job ends instead of idling
+    consolidate: bool = False
 
 
 @dataclass(frozen=True, slots=True)

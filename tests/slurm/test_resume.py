@@ -26,7 +26,8 @@ def test_new_jobs_resume_a_draining_worker_instead_of_booting(slurm: SlurmTestbe
     ends, nothing is queued and the long job's 1 core fits in the idle worker's room: the busy worker is drained
     (consolidation) and keeps running its job. Then three 1-core jobs arrive: two fit the idle worker, the third
     fits only the draining one, which the engine resumes; no third VM is ever booted and no job is killed."""
-    cfg_path = write_demo_config(tmp_path, slurm, cluster="rsm", max_workers=3, idle_threshold_s=600, interval_s=1)
+    cfg_path = write_demo_config(tmp_path, slurm, cluster="rsm", max_workers=3, idle_threshold_s=600, interval_s=1,
+                                 extra_policy="consolidate = true")  # fmt: skip
     cfg = load_config(cfg_path)
     engine = EngineProcess(cfg_path)
     engine.start()

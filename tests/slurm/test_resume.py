@@ -22,34 +22,42 @@ def _node_state(tb: SlurmTestbed, node: str) -> str:
 
 
 def test_new_jobs_resume_a_draining_worker_instead_of_booting(slurm: SlurmTestbed, tmp_path: Path) -> None:
-    """Two 2-core workers: one runs a 2-core job of 5 s, the other a 1-core job of 25 s. When the short job
-    ends, nothing is queued and the long job's 1 core fits in the idle worker's room: the busy worker is drained
-    (consolidation) and keeps running its job. Then three 1-core jobs arrive: two fit the idle worker, the third
-    fits only the draining one, which the engine resumes; no third VM is ever booted and no job is killed."""
-    cfg_path = write_demo_config(tmp_path, slurm, cluster="rsm", max_workers=3, idle_threshold_s=600, interval_s=1,
-                                 extra_policy="consolidate = true")  # fmt: skip
+    """Two 4-core workers: A (2 cores, 30 s) on one, B (4 cores, 6 s) on the other; C (1 core, 30 s, kept off
+    A's node with --exclude) follows B. When B ends, nothing is queued and C's one core fits in A's free room:
+    C's worker, the least loaded, is drained (consolidation) and keeps running C. Then three 1-core jobs arrive:
+    two fit A's node, the third only the draining worker, which the engine resumes; no third VM is ever booted
+    and no job is killed."""
+    cfg_path = write_demo_config(tmp_path, slurm, cluster="rsm", max_workers=3, cores=4, memory_mb=4000,
+                                 idle_threshold_s=600, interval_s=1, extra_policy="consolidate = true")  # fmt: skip
     cfg = load_config(cfg_path)
     engine = EngineProcess(cfg_path)
     engine.start()
     store = Store(cfg.state_url(), cfg.cluster.name)
     cloud = LocalCloud(cfg.path("vms"))
     try:
-        ids = submit_jobs(slurm, 1, 5, cores=2) + submit_jobs(slurm, 1, 25, cores=1)
+        ids = submit_jobs(slurm, 1, 30, cores=2) + submit_jobs(slurm, 1, 6, cores=4)
+        wait_until("A and B running", lambda: all(j["job_state"] == "RUNNING" for j in _jobs(slurm, ids).values())
+                   and len(_jobs(slurm, ids)) == 2, 90, step=0.2)  # fmt: skip
+        node_a = str(_jobs(slurm, ids)[ids[0]]["nodes"])
+        out = slurm.client("sbatch", "--parsable", "-p", "marea", "-c", "1", "--mem=200", "-o", "/dev/null",
+                           f"--exclude={node_a}", "--wrap", "sleep 30")  # fmt: skip
+        ids.append(out.strip().split(";")[0])
 
         def draining() -> str | None:
             return next((r.id for r in store.live_instances() if r.state is InstanceState.DRAINING), None)
 
-        drained = wait_until("a busy worker drained by consolidation", draining, 150, step=0.2)
-        assert isinstance(drained, str)
+        drained = wait_until("the least loaded busy worker drained by consolidation", draining, 90, step=0.2)
+        assert isinstance(drained, str) and drained != node_a
         reason = next(d.reason for d in store.recent_decisions(1000) if d.kind == "drain")
-        assert "consolidated" in reason, reason
-        long_job = _jobs(slurm, [ids[1]])[ids[1]]
-        assert long_job["nodes"] == drained and long_job["job_state"] == "RUNNING", long_job
+        assert "consolidated" in reason and node_a in reason, reason
+        c_job = _jobs(slurm, [ids[2]])[ids[2]]
+        assert c_job["nodes"] == drained and c_job["job_state"] == "RUNNING", c_job
         wait_until("Slurm shows the drain", lambda: _node_state(slurm, drained) == "draining", 30, step=0.2)
         boots_before = sum(d.count for d in store.recent_decisions(1000) if d.kind == "boot")
         assert boots_before == 2
 
-        ids += submit_jobs(slurm, 3, 5, cores=1)
+        new = submit_jobs(slurm, 3, 5, cores=1)
+        ids += new
         wait_until("the draining worker resumed",
                    lambda: any(d.kind == "resume" and d.instance_id == drained for d in store.recent_decisions(1000)),
                    60, step=0.2)  # fmt: skip
@@ -58,9 +66,8 @@ def test_new_jobs_resume_a_draining_worker_instead_of_booting(slurm: SlurmTestbe
         assert rec is not None and rec.state is InstanceState.BUSY
         # "mixed" or "allocated" (a "*" after it: slurmctld awaits the next ping), no longer "draining"
         assert _node_state(slurm, drained).rstrip("*") in ("mixed", "allocated"), _node_state(slurm, drained)
-        wait_until("the new jobs done", lambda: _all_done(slurm, ids[2:]), 90)
-        new_jobs = _jobs(slurm, ids[2:])
-        assert drained in {str(j["nodes"]) for j in new_jobs.values()}, "no new job ran on the resumed worker"
+        wait_until("the new jobs done", lambda: _all_done(slurm, new), 90)
+        assert drained in {str(j["nodes"]) for j in _jobs(slurm, new).values()}, "no new job ran on the resumed one"
         assert sum(d.count for d in store.recent_decisions(1000) if d.kind == "boot") == boots_before
         assert len(cloud.list_owned("rsm")) == 2, "a VM was booted instead of resuming"
         moves = [(old, new) for _, old, new in store.state_history(drained)]

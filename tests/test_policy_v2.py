@@ -53,8 +53,10 @@ def test_ramp_starts_low_doubles_while_creates_succeed_and_stops_at_the_bound() 
         ramp = next_ramp(ramp, s, created=limits[-1], failed=0)
         limits.append(parallel_limit(ramp, s))
     assert limits == [10, 20, 40, 80, 100, 100]
-    # a cycle that tried nothing learns nothing
+    # a cycle that tried nothing learns nothing; a trickle (less than half the limit) does not raise it
     assert next_ramp(ramp, s, created=0, failed=0) == ramp
+    assert next_ramp(BootRamp(), s, created=4, failed=0) == BootRamp()
+    assert next_ramp(BootRamp(), s, created=5, failed=0) == BootRamp(20)
 
 
 def test_ramp_halves_on_any_failed_boot_down_to_one() -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from marea.batch.slurm import SlurmBatch
 from marea.clouds.local import LocalCloud
 from marea.config import load_config
 from marea.demo import EngineProcess, SlurmTestbed, submit_jobs, write_demo_config
@@ -30,6 +31,11 @@ def test_new_jobs_resume_a_draining_worker_instead_of_booting(slurm: SlurmTestbe
     cfg_path = write_demo_config(tmp_path, slurm, cluster="rsm", max_workers=3, cores=4, memory_mb=4000,
                                  idle_threshold_s=600, interval_s=1, extra_policy="consolidate = true")  # fmt: skip
     cfg = load_config(cfg_path)
+    # the queue watch's light call sees a queued job (held: no demand, nothing boots for it)
+    held = slurm.client("sbatch", "--parsable", "--hold", "-p", "marea", "-o", "/dev/null", "--wrap", "true")
+    held_id = held.strip().split(";")[0]
+    assert held_id in (SlurmBatch(cfg.batch.slurm).pending_jobs() or set())
+    slurm.client("scancel", held_id)
     engine = EngineProcess(cfg_path)
     engine.start()
     store = Store(cfg.state_url(), cfg.cluster.name)

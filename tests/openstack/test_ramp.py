@@ -27,7 +27,7 @@ pytestmark = pytest.mark.openstack
 
 
 def test_quota_answers_halve_the_parallel_boot_limit_and_a_restart_keeps_it(
-    testbed: OpenStackTestbed, demo: Any, demo_quota: Any, cluster_name: str, tmp_path: Path
+    testbed: OpenStackTestbed, admin: Any, demo: Any, demo_quota: Any, cluster_name: str, tmp_path: Path
 ) -> None:
     data = cluster_data(cluster_name)
     data.pop("master")
@@ -39,7 +39,7 @@ def test_quota_answers_halve_the_parallel_boot_limit_and_a_restart_keeps_it(
     assert real_ram > 512
     headroom = engine.cloud.quota()
     assert headroom.memory_mb is not None and headroom.memory_mb > 0
-    project_ram = demo.get_compute_quotas(demo.current_project_id)["ram"]
+    project_ram = admin.get_compute_quotas(admin.identity.find_project("demo").id)["ram"]
     used_ram = project_ram - headroom.memory_mb if project_ram >= 0 else 0
     demo_quota(ram=used_ram + 2 * real_ram, instances=-1, cores=-1)  # room for 2 real VMs; the engine thinks 8
     try:

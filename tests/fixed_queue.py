@@ -24,5 +24,8 @@ class FixedQueue(BatchSystem):
     def drain(self, worker: str, reason: str) -> None:
         pass
 
+    def resume(self, worker: str) -> None:
+        pass
+
     def remove(self, worker: str) -> bool:
         return True

@@ -36,6 +36,9 @@ def test_the_safety_rules_are_in_the_table() -> None:
     # a deleting or failed worker is never trusted again with work: its only way on is out
     assert LEGAL_MOVES[S.DELETING] == {S.GONE}
     assert LEGAL_MOVES[S.FAILED] == {S.DELETING, S.GONE}
+    # a draining worker may be taken back (resumed) when new work fits it; it keeps its jobs either way
+    assert LEGAL_MOVES[S.DRAINING] == {S.IDLE, S.BUSY, S.DELETING, S.FAILED, S.GONE}
+    assert is_legal(S.DRAINING, S.IDLE) and is_legal(S.DRAINING, S.BUSY)
     # a closed record comes back only as a booting worker (an owned VM the cloud lists again), which must join
     assert LEGAL_MOVES[S.GONE] == {S.BOOTING}
     # a VM that vanishes from the cloud can be closed from any live state

@@ -89,7 +89,7 @@ def test_job_that_fits_no_flavour_boots_nothing_and_says_why() -> None:
 def test_max_workers_and_parallel_cap_limit_boots_with_a_reason() -> None:
     plan = decide(ClusterView(0.0, (), (_jobs(100),)), _settings(max_workers=6, max_parallel_boots=4))
     assert plan.boots == 4
-    assert any("parallel boot cap" in a.reason for a in plan.of_kind(ActionKind.WAIT))
+    assert any("parallel boot limit" in a.reason for a in plan.of_kind(ActionKind.WAIT))
     plan = decide(ClusterView(0.0, (), (_jobs(100),)), _settings(max_workers=3, max_parallel_boots=4))
     assert plan.boots == 3
     assert any("max workers" in a.reason for a in plan.of_kind(ActionKind.WAIT))
@@ -157,6 +157,7 @@ def clusters(draw: st.DrawFn) -> tuple[ClusterView, PolicySettings]:
         max_parallel_boots=draw(st.integers(1, 6)),
         idle_threshold_s=draw(st.floats(0, 500)),
         join_timeout_s=draw(st.floats(1, 500)),
+        consolidate=draw(st.booleans()),
     )
     now = 1000.0
     insts = []
@@ -211,8 +212,14 @@ def test_never_deletes_a_busy_or_undrained_worker(case: tuple[ClusterView, Polic
         assert inst.state is not InstanceState.BUSY and inst.state is not InstanceState.IDLE
         if inst.state is InstanceState.DRAINING:
             assert inst.drained
-    for a in decide(view, s).of_kind(ActionKind.DRAIN):
-        assert by_id[a.instance_id or ""].state is InstanceState.IDLE
+    plan = decide(view, s)
+    for a in plan.of_kind(ActionKind.DRAIN):
+        # idle workers; busy ones only by consolidation, when nothing is queued (their jobs run to their end)
+        state = by_id[a.instance_id or ""].state
+        assert state is InstanceState.IDLE or (state is InstanceState.BUSY and not view.demand)
+    resumed = {a.instance_id for a in plan.of_kind(ActionKind.RESUME)}
+    assert all(by_id[i or ""].state is InstanceState.DRAINING for i in resumed)
+    assert not resumed & {a.instance_id for a in plan.actions if a.kind in (ActionKind.DRAIN, ActionKind.DELETE)}
 
 
 @settings(max_examples=400, deadline=None)

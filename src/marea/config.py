@@ -39,6 +39,9 @@ class EngineSection(_Strict):
     #: a joined worker missing from the batch system this long is failed and deleted (a restarted controller
     #: or collector forgets its workers for a while: keep it above their re-registration time)
     absent_grace_s: PositiveSeconds = 120.0
+    #: between two cycles, ask the batch system this often for the ids of its queued jobs (one light call: Slurm
+    #: `squeue --states=PENDING --format=%i`); a new one starts the next cycle at once. 0: off
+    watch_interval_s: Annotated[float, Field(ge=0, le=300)] = 1.0
     #: where `marea run` writes its log lines (stderr when empty)
     log_file: str = ""
 
@@ -48,8 +51,12 @@ class PolicySection(_Strict):
     min_workers: Annotated[int, Field(ge=0)] = 0
     #: workers never exceeded, booting ones included (the project quota may stop marea earlier)
     max_workers: Annotated[int, Field(ge=0)] = 10
-    #: workers booting at the same time, at most
-    max_parallel_boots: Annotated[int, Field(ge=1)] = 10
+    #: workers booting at the same time, at most: the bound of the adaptive limit, which starts at
+    #: initial_parallel_boots, doubles after each cycle whose creates all succeeded and halves after a failed
+    #: boot (an error, a 429, a quota answer)
+    max_parallel_boots: Annotated[int, Field(ge=1)] = 200
+    #: where the adaptive parallel-boot limit starts (it is kept in the state database across restarts)
+    initial_parallel_boots: Annotated[int, Field(ge=1)] = 10
     #: a worker idle this long is drained, then deleted (never below min_workers)
     idle_threshold_s: Annotated[float, Field(ge=0)] = 300.0
     #: a worker that has not joined the batch system this long after its creation is deleted and counted as a
@@ -61,6 +68,13 @@ class PolicySection(_Strict):
     backoff_max_s: Annotated[float, Field(ge=0)] = 1800.0
     #: the flavour booted to reach min_workers (default: the first flavour)
     min_flavour: str | None = None
+    #: with no job queued, drain partly used busy workers whose jobs would fit in a busier worker's free room,
+    #: least loaded first: each is deleted when its last job ends (nothing is killed), or taken back if new work
+    #: needs it. Off by default: on the KTH-SP2 trace it cost idle VM-hours (docs/engine.md)
+    consolidate: bool = False
+    #: a drain still running after this long is reported in the decisions; the worker stays draining and its
+    #: jobs are never killed
+    drain_timeout_s: PositiveSeconds = 86400.0
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> PolicySection:
@@ -497,6 +511,9 @@ class MareaConfig(_Strict):
             min_workers=p.min_workers,
             max_workers=p.max_workers,
             max_parallel_boots=p.max_parallel_boots,
+            initial_parallel_boots=p.initial_parallel_boots,
+            consolidate=p.consolidate,
+            drain_timeout_s=p.drain_timeout_s,
             idle_threshold_s=p.idle_threshold_s,
             join_timeout_s=p.join_timeout_s,
             backoff_base_s=p.backoff_base_s,

@@ -11,6 +11,7 @@ back to work stops there instead of acting on the cloud; each accepted move is k
         +--create failed, lost-------+--> failed --> deleting --> gone
                                      |                  ^
     idle/busy --policy--> draining --drained-------------+   (a VM that vanishes: any state --> gone)
+                   <--resumed--'   (new work fits a draining worker: taken back instead of booting a VM)
 
 Pure: imports only the model.
 """
@@ -37,8 +38,9 @@ LEGAL_MOVES: Mapping[InstanceState, frozenset[InstanceState]] = {
     # work ended / drained for scale-down / lost by the batch system / vanished. Never straight to deleting:
     # a busy worker is drained first, so no job is killed by a scale-down
     S.BUSY: frozenset({S.IDLE, S.DRAINING, S.FAILED, S.GONE}),
-    # drained: deleted / lost while draining / vanished
-    S.DRAINING: frozenset({S.DELETING, S.FAILED, S.GONE}),
+    # drained: deleted / lost while draining / vanished / resumed (new work fits it: taken back, idle or
+    # busy as the batch system shows it, before any new VM boots)
+    S.DRAINING: frozenset({S.IDLE, S.BUSY, S.DELETING, S.FAILED, S.GONE}),
     # the batch system forgot it and the cloud deleted it
     S.DELETING: frozenset({S.GONE}),
     # deleted from the batch system and the cloud / vanished on its own

@@ -169,14 +169,31 @@ class PolicySettings:
     flavours: tuple[Flavour, ...]
     min_workers: int = 0
     max_workers: int = 10
-    max_parallel_boots: int = 10
+    #: the upper bound of the adaptive parallel-boot limit (the ramp, marea.policy.ramp)
+    max_parallel_boots: int = 200
     idle_threshold_s: float = 300.0
     join_timeout_s: float = 600.0
+    #: a drain still running after this long is reported (its jobs are never killed); None: never reported
     drain_timeout_s: float | None = None
     backoff_base_s: float = 30.0
     backoff_max_s: float = 1800.0
     #: the flavour booted to reach min_workers (default: the first flavour)
     min_flavour: str | None = None
+    #: where the adaptive parallel-boot limit starts (a fresh cluster, or one with no ramp state stored)
+    initial_parallel_boots: int = 10
+    #: drain partly used busy workers whose running jobs would fit in the free room of a busier one (least
+    #: loaded first), when no job is queued: they are deleted the moment their last job ends instead of idling
+    consolidate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BootRamp:
+    """The adaptive parallel-boot limit as the last cycles left it. Kept in the store: a restart keeps it.
+
+    `limit` None: no cycle has moved it yet, the policy starts from `initial_parallel_boots`.
+    """
+
+    limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,12 +205,14 @@ class ClusterView:
     demand: tuple[DemandGroup, ...] = ()
     quota: Quota = field(default_factory=Quota)
     failures: BootFailures = field(default_factory=BootFailures)
+    ramp: BootRamp = field(default_factory=BootRamp)
 
 
 class ActionKind(enum.StrEnum):
     BOOT = "boot"
     DRAIN = "drain"
     DELETE = "delete"
+    RESUME = "resume"  # a draining worker taken back for new work, instead of booting a VM
     WAIT = "wait"  # a decision not to act, recorded with its reason (quota, backoff, caps)
 
 

@@ -119,7 +119,7 @@ def engine(settings: Ec2CloudSection, tmp_path: Path, jobs: int, clock: list[flo
     cfg = parse_config(
         {
             "cluster": {"name": "ece"},
-            "policy": {"max_workers": 30, "max_parallel_boots": 30, **policy},
+            "policy": {"max_workers": 30, "max_parallel_boots": 30, "initial_parallel_boots": 30, **policy},
             "flavours": [{"name": "t3.small", "cores": 2, "memory_mb": 2048}],
             "cloud": {"driver": "ec2", "ec2": settings.model_dump(mode="python")},
             "worker": {"user_data": "#!/bin/sh\nslurmd -Z -N ${MAREA_NAME} --conf-server ${MAREA_VAR_CONTROLLER}\n",

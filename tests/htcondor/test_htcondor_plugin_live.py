@@ -236,3 +236,30 @@ def test_each_worker_gets_its_own_token_and_a_removed_workers_token_is_refused(
         for vm in ("lt1", "lt2", "lt3"):
             condor.power_off(vm)
         b.close()
+
+
+def test_resume_cancels_the_drain_and_the_worker_takes_new_jobs(condor: CondorTestbed) -> None:
+    """Policy v2's resume on HTCondor: cancelDrainJobs on the startd. A worker draining under a running job
+    accepts a new job again once resumed; the running job was never touched."""
+    b = plugin(condor, batch="rsm")
+    try:
+        condor.start_vm("lr1", 57, cores=2, memory=1500)
+        wait_until("lr1 in the pool", lambda: "lr1" in b.snapshot((SMALL,)).workers, 30)
+        [first] = condor.submit(1, 15, batch="rsm", requirements='MareaWorker == "lr1"')
+        wait_until("the first job running", lambda: condor.jobs([first])[first]["JobStatus"] == 2, 30)
+        b.drain("lr1", "test: scale down")
+        wait_until("lr1 draining", lambda: b.snapshot((SMALL,)).workers["lr1"].draining, 15)
+        b.resume("lr1")
+        b.resume("lr1")  # idempotent
+        wait_until("lr1 no longer draining", lambda: not b.snapshot((SMALL,)).workers["lr1"].draining, 30)
+        [second] = condor.submit(1, 2, batch="rsm", requirements='MareaWorker == "lr1"')
+        wait_until("the second job done on lr1", lambda: condor.jobs([second])[second]["JobStatus"] == 4, 60)
+        assert condor.jobs([first])[first]["JobStatus"] == 2  # the first job still runs
+        assert str(condor.jobs([second])[second]["LastRemoteHost"]).endswith("@lr1")
+        wait_until("the first job done", lambda: condor.jobs([first])[first]["JobStatus"] == 4, 60)
+        info = condor.jobs([first])[first]
+        assert (info["ExitCode"], info["NumJobStarts"]) == (0, 1)  # never touched by the drain or the resume
+    finally:
+        condor.remove_jobs('JobBatchName == "rsm"')
+        condor.power_off("lr1")
+        b.close()

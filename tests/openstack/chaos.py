@@ -73,6 +73,9 @@ class ServersAsWorkers(BatchSystem):
     def drain(self, worker: str, reason: str) -> None:
         self.drained.add(worker)
 
+    def resume(self, worker: str) -> None:
+        self.drained.discard(worker)
+
     def remove(self, worker: str) -> bool:
         self.drained.discard(worker)
         return True

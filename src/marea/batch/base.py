@@ -60,9 +60,21 @@ class BatchSystem(abc.ABC):
         """Stop new work from starting on `worker`; running work continues. Idempotent."""
 
     @abc.abstractmethod
+    def resume(self, worker: str) -> None:
+        """Undo a drain: `worker` accepts new work again (its running work never stopped). Idempotent; a worker
+        that is not draining is left as it is. Slurm: state=RESUME; HTCondor: cancel the drain; Kubernetes:
+        uncordon."""
+
+    @abc.abstractmethod
     def remove(self, worker: str) -> bool:
         """Forget a drained worker before its VM is deleted. True when removed or unknown; False when the
         batch system refuses because work still runs there (the caller must not delete the VM then)."""
+
+    def pending_jobs(self) -> frozenset[str] | None:
+        """The ids of the jobs queued for this cluster, read as cheaply as the batch system allows: the change
+        detector the engine polls between full cycles (a new id wakes the next cycle early). None: this driver
+        has no cheap detector, the engine waits the whole interval."""
+        return None
 
     def join_variables(self, worker: str) -> dict[str, str]:
         """Placeholders for the user-data of the new worker `worker` that tell it how to join (controller,

@@ -175,6 +175,21 @@ class HTCondorBatch(BatchSystem):
         outcome = self._call(f"drain of {worker}", send)
         log.info("htcondor: %s: %s (%s)", worker, outcome, reason)
 
+    def resume(self, worker: str) -> None:
+        htcondor = self.htcondor
+
+        def cancel() -> str:
+            slots = self._worker_slots(self._collector(), worker)
+            if not slots:
+                return "absent from the collector: nothing to resume"
+            # every drain of this startd (no request id: the one marea sent, or one sent before a restart)
+            htcondor.Startd(slots[0]).cancelDrainJobs()
+            self._drains_sent.pop(worker, None)
+            return "drain cancelled"
+
+        outcome = self._call(f"resume of {worker}", cancel)
+        log.info("htcondor: %s: %s", worker, outcome)
+
     def remove(self, worker: str) -> bool:
         now = self.clock()
 

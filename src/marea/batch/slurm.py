@@ -196,8 +196,23 @@ class SlurmBatch(BatchSystem):
         demand, queued = parse_demand(squeue, self.section.partition)
         return BatchSnapshot(demand, (), parse_workers(nodes, self.section.feature), queued)
 
+    def pending_jobs(self) -> frozenset[str] | None:
+        """One light RPC: pending jobs of the partition, job ids only (no JSON, no node table)."""
+        out = self._run("squeue", "--noheader", "--states=PENDING", f"--partition={self.section.partition}",
+                        "--format=%i").stdout  # fmt: skip
+        return frozenset(line.strip() for line in out.splitlines() if line.strip())
+
     def drain(self, worker: str, reason: str) -> None:
         self._run("scontrol", "update", f"nodename={worker}", "state=DRAIN", f"reason=marea: {reason[:200]}")
+
+    def resume(self, worker: str) -> None:
+        proc = self._run("scontrol", "update", f"nodename={worker}", "state=RESUME", check=False)
+        text = proc.stderr.lower()
+        # slurmctld answers "Invalid node state specified" for a node that is not drained: nothing to undo
+        if proc.returncode != 0 and "invalid node state" not in text and "not drained" not in text:
+            raise BatchError(
+                f"slurm: scontrol update nodename={worker} state=RESUME failed: {proc.stderr.strip()[:300]}"
+            )
 
     def remove(self, worker: str) -> bool:
         proc = self._run("scontrol", "delete", f"nodename={worker}", check=False)

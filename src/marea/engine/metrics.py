@@ -130,7 +130,7 @@ class EngineMetrics:
         info.labels(cluster=cluster).set(1)
         for kind in FAILED_BOOT_KINDS:  # present at 0, so that increase() sees the first failure
             self.failed_boots.labels(reason=kind)
-        for kind in ("boot", "drain", "delete", "wait"):
+        for kind in ("boot", "drain", "resume", "delete", "wait"):
             self.decisions.labels(kind=kind)
         self._lock = threading.Lock()
         self._history: deque[Sample] = deque(maxlen=HISTORY_CYCLES)

@@ -38,6 +38,7 @@ from marea.model import (
     Action,
     ActionKind,
     BootFailures,
+    BootRamp,
     ClusterView,
     Flavour,
     InstanceState,
@@ -47,7 +48,7 @@ from marea.model import (
     Quota,
     Resources,
 )
-from marea.policy import decide
+from marea.policy import decide, next_ramp
 
 log = logging.getLogger("marea.engine")
 
@@ -55,6 +56,8 @@ log = logging.getLogger("marea.engine")
 ABSENT_GRACE_S = 120.0
 #: the store's key for the absent-since timers
 ABSENT_SINCE_KEY = "absent_since"
+#: the store's key for the adaptive parallel-boot limit (marea.policy.ramp)
+RAMP_KEY = "boot_ramp"
 NO_ROOM = Resources(0.0, 0.0, 0)
 
 
@@ -119,6 +122,9 @@ class Reconciler:
         }
         self.absent_grace_s = absent_grace_s
         self._redrain_checked = False
+        #: this cycle's creates that succeeded and boots that failed: what the ramp learns from
+        self._created = 0
+        self._failed = 0
         #: observer of the events below (metrics); it does no I/O of the cycle's and never decides
         self.recorder: Recorder = recorder or NullRecorder()
 
@@ -225,6 +231,7 @@ class Reconciler:
     def _count_failed_boot(self, now: float, reason: str, kind: str) -> None:
         """`kind` is one of metrics.FAILED_BOOT_KINDS (a label: a small fixed set, unlike `reason`)."""
         self.recorder.failed_boot(kind)
+        self._failed += 1
         f = self.store.boot_failures()
         self.store.put_boot_failures(BootFailures(f.consecutive + 1, now, reason))
         total = int(self.store.get_json("failed_boots_total", 0)) + 1
@@ -268,6 +275,7 @@ class Reconciler:
             assert rec_or_none is not None
             if result.vm is not None:
                 self.recorder.booted(1)
+                self._created += 1
                 self.store.set_state(
                     rec_or_none,
                     InstanceState.BOOTING,
@@ -317,10 +325,27 @@ class Reconciler:
     def cycle(self) -> CycleReport:
         now = self.clock()
         report = CycleReport(now)
+        self._created = self._failed = 0
         try:
             return self._cycle(now, report)
         finally:
             self._note_retries(now)
+            self._update_ramp(now)
+
+    def ramp(self) -> BootRamp:
+        limit = self.store.get_json(RAMP_KEY, None)
+        return BootRamp(None if limit is None else int(limit))
+
+    def _update_ramp(self, now: float) -> None:
+        """The policy's ramp rule applied to this cycle's outcomes; kept in the store, a halving is a decision."""
+        old = self.ramp()
+        new = next_ramp(old, self.settings, self._created, self._failed)
+        if new == old:
+            return
+        self.store.put_json(RAMP_KEY, new.limit)
+        if self._failed:
+            self._decision(now, "ramp", f"parallel-boot limit halved to {new.limit} after {self._failed} failed "
+                           "boot(s)")  # fmt: skip
 
     def _note_retries(self, now: float) -> None:
         """The driver's retries of this cycle, as one decision and a running total."""
@@ -359,12 +384,14 @@ class Reconciler:
                 live[rec.id] = self._delete(rec, vm_by_iid.get(rec.id), now)
             elif rec.state is InstanceState.DRAINING and not rec.drain_sent:
                 live[rec.id] = self._send_drain(rec, "drain resumed after restart", now, report)
+            elif rec.state.joined and rec.drain_sent:
+                live[rec.id] = self._send_resume(rec, report)  # a resume owed since the last cycle (or life)
         live = {k: r for k, r in live.items() if r.state is not InstanceState.GONE}
 
         view = self._view(now, list(live.values()), snap, report)
         plan = decide(view, self.settings)
         report.plan = plan
-        self._execute(plan, live, vm_by_iid, now, report)
+        self._execute(plan, live, vm_by_iid, snap, now, report)
         # the workers as this cycle left them (the view is from before the boots and drains it made)
         self.recorder.cycle_seen(view, self.store.live_instances(), snap.queued_jobs)
         for unsat in snap.unsatisfiable:
@@ -380,6 +407,17 @@ class Reconciler:
             log.warning("%s: drain failed: %s (retrying next cycle)", rec.id, exc)
             return rec
         return self.store.update_instance(rec, drain_sent=True)
+
+    def _send_resume(self, rec: InstanceRecord, report: CycleReport) -> InstanceRecord:
+        """Undo the drain of a worker already stored as idle/busy with `drain_sent` (a resume owed): the intent
+        is in the store before the call, so a crash or a failed call is retried by the next cycle."""
+        try:
+            self.batch.resume(rec.id)
+        except BatchError as exc:
+            report.errors.append(str(exc))
+            log.warning("%s: resume failed: %s (retrying next cycle)", rec.id, exc)
+            return rec
+        return self.store.update_instance(rec, drain_sent=False)
 
     def _quota(self, report: CycleReport) -> Quota:
         try:
@@ -411,13 +449,14 @@ class Reconciler:
                     failure=rec.failure,
                 )
             )
-        return ClusterView(now, tuple(views), snap.demand, self._quota(report), self.store.boot_failures())
+        return ClusterView(now, tuple(views), snap.demand, self._quota(report), self.store.boot_failures(), self.ramp())
 
     def _execute(
         self,
         plan: Plan,
         live: dict[str, InstanceRecord],
         vms: dict[str, CloudVM],
+        snap: BatchSnapshot,
         now: float,
         report: CycleReport,
     ) -> None:
@@ -434,6 +473,15 @@ class Reconciler:
                 self._decision(now, "drain", action.reason, rec.id)
                 rec = self.store.set_state(rec, InstanceState.DRAINING, now, drain_sent=False)  # intent first
                 live[rec.id] = self._send_drain(rec, action.reason, now, report)
+            elif action.kind is ActionKind.RESUME and action.instance_id in live:
+                rec = live[action.instance_id]
+                worker = snap.workers.get(rec.id)
+                busy = worker is not None and worker.busy
+                self._decision(now, "resume", action.reason, rec.id)
+                # intent first: the record leaves draining with a resume owed (drain_sent), then the call
+                rec = self.store.set_state(rec, InstanceState.BUSY if busy else InstanceState.IDLE, now,
+                                           idle_since=None if busy else now, drain_sent=True)  # fmt: skip
+                live[rec.id] = self._send_resume(rec, report)
             elif action.kind is ActionKind.BOOT:
                 self._decision(now, "boot", action.reason, flavour=action.flavour, count=action.count)
                 report.errors.extend(self._boot(action, now))

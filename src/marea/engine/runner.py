@@ -20,6 +20,7 @@ from marea.engine.lock import AlreadyRunning, EngineLock, LockLost, lock_for
 from marea.engine.metrics import EngineMetrics
 from marea.engine.reconciler import Reconciler
 from marea.engine.store import Store
+from marea.engine.watch import QueueWatch
 from marea.web.app import make_app
 from marea.web.server import ListenError, WebServer, parse_listen
 
@@ -119,6 +120,7 @@ def run_forever(cfg: MareaConfig, stop: threading.Event | None = None, max_cycle
         cfg.engine.interval_s,
     )
     cycles = 0
+    watch = QueueWatch(rec.batch, cfg.engine.watch_interval_s)
     try:
         while not stop.is_set():
             started = time.monotonic()
@@ -131,7 +133,7 @@ def run_forever(cfg: MareaConfig, stop: threading.Event | None = None, max_cycle
             cycles += 1
             if max_cycles is not None and cycles >= max_cycles:
                 break
-            stop.wait(max(0.0, cfg.engine.interval_s - (time.monotonic() - started)))
+            watch.wait(stop, started + cfg.engine.interval_s)
     finally:
         if web is not None:
             server, web_store = web

@@ -1,7 +1,9 @@
 """Scale up: how many VMs of which flavour the queued work needs, beyond the capacity already there.
 
 First-fit decreasing bin packing over cores, memory and GPUs. The bins are, in order: the free part of the
-workers that already run, the whole of the workers still booting (capacity on its way counts), then new VMs.
+workers that already run, the free part of draining workers (a draining worker the work lands in is RESUMED:
+taking back a VM that is there costs nothing and runs the job now, a new VM costs a boot), the whole of the
+workers still booting (capacity on its way counts), then new VMs.
 A new VM gets the first flavour, in the admin's order of preference, that the job fits in. Bins carry a
 multiplicity, so a thousand identical new VMs cost one bin, and packing stops as soon as the caps (max workers,
 parallel boots, quota) are used up: the cost of a cycle grows with the number of job shapes and workers, not
@@ -20,11 +22,13 @@ from marea.model import (
     ClusterView,
     DemandGroup,
     Flavour,
+    InstanceState,
     InstanceView,
     PolicySettings,
     Quota,
     Resources,
 )
+from marea.policy.ramp import parallel_limit
 
 
 @dataclass(slots=True)
@@ -36,6 +40,7 @@ class _Bin:
     count: int
     instance_id: str | None = None
     used: bool = False
+    draining: bool = False
 
 
 @dataclass(slots=True)
@@ -79,11 +84,19 @@ class ScaleUpResult:
 
 
 def _existing_bins(instances: tuple[InstanceView, ...], flavours: dict[str, Flavour]) -> list[_Bin]:
-    bins: list[_Bin] = []
+    """Running workers' free room, then draining workers' (longest draining first), then booting workers."""
+    running: list[_Bin] = []
+    draining: list[tuple[float, _Bin]] = []
+    starting: list[_Bin] = []
     for inst in instances:
+        flavour = flavours.get(inst.flavour)
+        if inst.state is InstanceState.DRAINING:
+            free = inst.free if inst.free is not None else (flavour.resources if inst.drained and flavour else None)
+            if free is not None and (free.cores > 0 or free.gpus > 0):
+                draining.append((inst.state_since, _Bin(inst.group, free, 1, inst.id, draining=True)))
+            continue
         if inst.state not in ACTIVE_STATES:
             continue
-        flavour = flavours.get(inst.flavour)
         if inst.state in STARTING_STATES or inst.free is None:
             if flavour is None:
                 continue
@@ -91,8 +104,9 @@ def _existing_bins(instances: tuple[InstanceView, ...], flavours: dict[str, Flav
         else:
             free = inst.free
         if free.cores > 0 or free.gpus > 0:
-            bins.append(_Bin(inst.group, free, 1, inst.id))
-    return bins
+            (starting if inst.state in STARTING_STATES else running).append(_Bin(inst.group, free, 1, inst.id))
+    draining.sort(key=lambda sb: (sb[0], sb[1].instance_id or ""))
+    return running + [b for _, b in draining] + starting
 
 
 def backoff_until(view: ClusterView, settings: PolicySettings) -> float | None:
@@ -115,11 +129,14 @@ def _budget(view: ClusterView, settings: PolicySettings) -> _Budget:
         return _Budget(0, reason, view.quota)
     alive = sum(1 for i in view.instances if i.state.alive)
     starting = sum(1 for i in view.instances if i.state in STARTING_STATES)
+    limit = parallel_limit(view.ramp, settings)
     by_max = settings.max_workers - alive
-    by_parallel = settings.max_parallel_boots - starting
+    by_parallel = limit - starting
     if by_max <= by_parallel:
         return _Budget(max(0, by_max), f"max workers ({settings.max_workers})", view.quota)
-    return _Budget(max(0, by_parallel), f"parallel boot cap ({settings.max_parallel_boots})", view.quota)
+    return _Budget(
+        max(0, by_parallel), f"parallel boot limit ({limit}, ramping up to {settings.max_parallel_boots})", view.quota
+    )
 
 
 def _pack_into(bins: list[_Bin], req: Resources, group: str, remaining: int) -> int:
@@ -145,12 +162,12 @@ def _pack_into(bins: list[_Bin], req: Resources, group: str, remaining: int) -> 
         full, partial = divmod(remaining, per_place)
         pieces: list[_Bin] = []
         if full:
-            pieces.append(_Bin(group, b.free - req.scaled(per_place), full, b.instance_id, True))
+            pieces.append(_Bin(group, b.free - req.scaled(per_place), full, b.instance_id, True, b.draining))
         if partial:
-            pieces.append(_Bin(group, b.free - req.scaled(partial), 1, b.instance_id, True))
+            pieces.append(_Bin(group, b.free - req.scaled(partial), 1, b.instance_id, True, b.draining))
         rest = b.count - full - (1 if partial else 0)
         if rest:
-            pieces.append(_Bin(group, b.free, rest, b.instance_id, b.used))
+            pieces.append(_Bin(group, b.free, rest, b.instance_id, b.used, b.draining))
         bins[i : i + 1] = pieces
         remaining = 0
     return remaining
@@ -206,7 +223,16 @@ def plan_scale_up(view: ClusterView, settings: PolicySettings) -> ScaleUpResult:
     for limit, jobs in held_back.items():
         waits.append(Action(ActionKind.WAIT, f"{jobs} queued job(s) left waiting: limited by {limit}"))
 
+    resumed = sorted({b.instance_id for b in bins if b.used and b.draining and b.instance_id is not None})
     actions = [
+        Action(
+            ActionKind.RESUME,
+            f"{iid} taken back from draining: queued work fits it (instead of booting a VM)",
+            instance_id=iid,
+        )
+        for iid in resumed
+    ]
+    actions += [
         Action(
             ActionKind.BOOT,
             f"{n} x {name} for queued work" + (f" in group {group!r}" if group else ""),
@@ -217,7 +243,7 @@ def plan_scale_up(view: ClusterView, settings: PolicySettings) -> ScaleUpResult:
         for (name, group), n in new_vms.items()
     ]
 
-    active = sum(1 for i in view.instances if i.state in ACTIVE_STATES) + sum(new_vms.values())
+    active = sum(1 for i in view.instances if i.state in ACTIVE_STATES) + sum(new_vms.values()) + len(resumed)
     if active < settings.min_workers:
         name = settings.min_flavour or settings.flavours[0].name
         grant, limit = budget.take(flavours[name], settings.min_workers - active)

@@ -1,9 +1,16 @@
 """Scale down: which workers to drain, which drained or failed VMs to delete.
 
-The rules that make marea safe where elastiq was not: only a worker that is idle (no job on it) for longer than
-the threshold is ever chosen, never below the minimum, never one the queued work was just packed into, and a
-chosen worker is always drained first; it is deleted only once the batch system says it runs nothing. A VM that
-never joins within the join timeout, or that the cloud put in error, is deleted and counted as a failed boot.
+The rules that make marea safe where elastiq was not: a chosen worker is always drained first, never below the
+minimum, never one the queued work was just packed into (or a draining one it resumes); it is deleted only once
+the batch system says it runs nothing. Two kinds of worker are drained:
+- idle (no job on it) for longer than the threshold, longest idle first;
+- consolidation: with no job queued, a busy worker whose running load would fit in the free room of one of
+  the workers kept, least loaded first. Its jobs run to their end (nothing is killed or moved) but no new job
+  lands on it, so the least loaded workers empty first and each is deleted the moment its last job ends,
+  instead of idling for the threshold; new work that finds no room elsewhere resumes it before any VM boots.
+A VM that never joins within the join timeout, or that the cloud put in error, is deleted and counted as a
+failed boot. A drain longer than `drain_timeout_s` is reported (WAIT); the worker stays draining, its jobs are
+never killed, and it is the first draining worker new work takes back.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from marea.model import (
     ActionKind,
     ClusterView,
     InstanceState,
+    InstanceView,
     PolicySettings,
+    Resources,
 )
 
 
@@ -42,10 +51,24 @@ def plan_scale_down(view: ClusterView, settings: PolicySettings, needed: frozens
                     failed_boot=True,
                 )
             )
-        elif inst.state is InstanceState.DRAINING and inst.drained:
+        elif inst.state is InstanceState.DRAINING and inst.drained and inst.id not in needed:
             actions.append(Action(ActionKind.DELETE, f"{inst.id} is drained: no job runs on it", instance_id=inst.id))
+        elif (
+            inst.state is InstanceState.DRAINING
+            and inst.id not in needed
+            and settings.drain_timeout_s is not None
+            and now - inst.state_since > settings.drain_timeout_s
+        ):
+            actions.append(
+                Action(
+                    ActionKind.WAIT,
+                    f"{inst.id} has been draining for {now - inst.state_since:.0f} s (> drain_timeout_s "
+                    f"{settings.drain_timeout_s:g} s): its jobs still run and are not killed; it stays draining",
+                    instance_id=inst.id,
+                )
+            )
 
-    timed_out = {a.instance_id for a in actions}
+    timed_out = {a.instance_id for a in actions if a.kind is ActionKind.DELETE}
     active = sum(1 for i in view.instances if i.state in ACTIVE_STATES and i.id not in timed_out)
     candidates = [
         i
@@ -66,6 +89,80 @@ def plan_scale_down(view: ClusterView, settings: PolicySettings, needed: frozens
                 f"{inst.id} idle for {now - inst.idle_since:.0f} s (> {settings.idle_threshold_s:g} s), "
                 f"{active} active workers > minimum {settings.min_workers}",
                 instance_id=inst.id,
+            )
+        )
+        active -= 1
+    drained_now = {a.instance_id for a in actions if a.kind is ActionKind.DRAIN}
+    actions += _consolidate(view, settings, needed, drained_now | timed_out, active)
+    return actions
+
+
+def _used(inst: InstanceView, total: Resources) -> Resources:
+    assert inst.free is not None
+    return total - inst.free
+
+
+def _consolidate(
+    view: ClusterView, settings: PolicySettings, needed: frozenset[str], excluded: set[str | None], active: int
+) -> list[Action]:
+    """Drains of partly used busy workers whose load fits in the free room of a busier worker, least loaded
+    first.
+
+    Only with nothing queued (capacity exceeds demand). Jobs do not move, so the test is conservative: the
+    whole load of the candidate must fit in the free room of ONE other busy worker at least as loaded, whose
+    room is then reserved (and which is never drained in the same cycle). Idle workers are neither candidates
+    nor hosts: the idle rule handles them, and draining a busy worker to keep an idle one would only swap a
+    working VM for an idle one. A full worker takes no new work anyway: it is left alone.
+    """
+    if not settings.consolidate or any(d.count > 0 for d in view.demand):
+        return []
+    flavours = {f.name: f.resources for f in settings.flavours}
+    busy = [
+        i
+        for i in view.instances
+        if i.state is InstanceState.BUSY and i.id not in excluded and i.free is not None and i.flavour in flavours
+    ]
+
+    def share(total: Resources, free: Resources) -> tuple[float, float]:
+        used = total - free
+        return (used.cores / max(1.0, total.cores), used.memory_mb / max(1.0, total.memory_mb))
+
+    room = {i.id: i.free for i in busy if i.free is not None}
+    totals = {i.id: flavours[i.flavour] for i in busy}
+    loads = {iid: share(totals[iid], r) for iid, r in room.items()}
+    candidates = sorted(
+        (i for i in busy if i.id not in needed and i.free is not None and (i.free.cores > 0 or i.free.gpus > 0)),
+        key=lambda i: (loads[i.id], i.id),
+    )
+    actions: list[Action] = []
+    hosts: set[str] = set()  # workers whose room was reserved for a drained worker's load: they stay
+    for cand in candidates:
+        if active <= settings.min_workers:
+            break
+        if cand.id in hosts:
+            continue
+        load = _used(cand, flavours[cand.flavour])
+        if load.cores <= 0 and load.gpus <= 0 and load.memory_mb <= 0:
+            continue  # reported busy with nothing allocated: left to the idle rule
+        # best fit among busier workers: the one with the least free room that still holds the whole load
+        targets = [
+            (r.cores, r.memory_mb, iid)
+            for iid, r in room.items()
+            if iid != cand.id and load.fits_in(r) and (loads[iid], iid) > (loads[cand.id], cand.id)
+        ]
+        if not targets:
+            continue
+        target = min(targets)[2]
+        hosts.add(target)
+        room[target] = room[target] - load
+        loads[target] = share(totals[target], room[target])  # the host is busier now: later loads may follow
+        del room[cand.id]
+        actions.append(
+            Action(
+                ActionKind.DRAIN,
+                f"{cand.id} consolidated: nothing queued and its load ({load}) fits in the free room of "
+                f"{target}; drained so the least loaded workers empty first (its jobs run to their end)",
+                instance_id=cand.id,
             )
         )
         active -= 1

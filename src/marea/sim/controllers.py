@@ -12,6 +12,7 @@ from typing import Protocol
 from marea.model import (
     ActionKind,
     BootFailures,
+    BootRamp,
     ClusterView,
     DemandGroup,
     Flavour,
@@ -21,8 +22,8 @@ from marea.model import (
     Quota,
     Resources,
 )
-from marea.policy import backoff_until, decide
-from marea.sim.cluster import SimCluster, SimWorker
+from marea.policy import backoff_until, decide, next_ramp
+from marea.sim.cluster import SimCluster, SimWorker, move
 
 INF = math.inf
 
@@ -72,6 +73,7 @@ class MareaController:
         self.every_tick = every_tick
         self.calls = 0
         self.failures = BootFailures()
+        self.ramp = BootRamp()
         self._flavours = {f.name: f for f in settings.flavours}
         self._next = INF
         self._t0 = 0.0
@@ -110,7 +112,7 @@ class MareaController:
             None if c.quota_instances is None else max(0, c.quota_instances - cluster.alive_workers()),
             None if c.quota_cores is None else max(0, c.quota_cores - cluster.alive_cores()),
         )
-        return ClusterView(now, instances, demand, quota, self.failures)
+        return ClusterView(now, instances, demand, quota, self.failures, self.ramp)
 
     def _seen_idle_since(self, w: SimWorker) -> float | None:
         """The engine records idle_since when a poll first sees the worker idle: the tick at or after the
@@ -128,7 +130,7 @@ class MareaController:
             state_since=w.state_since,
             created_at=w.created_at,
             group=w.group,
-            free=w.free if joined else None,
+            free=w.free if joined else None,  # a draining worker's too: new work may resume it
             idle_since=self._seen_idle_since(w),
             drained=w.state is InstanceState.DRAINING and w.jobs == 0,
         )
@@ -139,12 +141,21 @@ class MareaController:
         self._note_joins(cluster)
         plan = decide(self.view(cluster), self.settings)
         acted = False
+        created = failed = 0
         for action in plan.actions:
             if action.kind is ActionKind.BOOT:
                 flavour = self._flavours[action.flavour or self.settings.flavours[0].name]
                 for _ in range(action.count):
-                    cluster.boot(flavour, action.group)
+                    if cluster.boot(flavour, action.group) is None:
+                        failed += 1  # the cloud refused it (quota): the ramp halves, as in the engine
+                    else:
+                        created += 1
                 acted = acted or action.count > 0
+            elif action.kind is ActionKind.RESUME:
+                w = cluster.workers.get(action.instance_id or "")
+                if w is not None and w.state is InstanceState.DRAINING:
+                    self._resume(cluster, w)
+                    acted = True
             elif action.kind in (ActionKind.DRAIN, ActionKind.DELETE):
                 w = cluster.workers.get(action.instance_id or "")
                 if w is None:
@@ -155,12 +166,28 @@ class MareaController:
                 else:
                     cluster.delete(w, failed_boot=action.failed_boot)
                     if action.failed_boot:
+                        failed += 1
                         self.failures = BootFailures(self.failures.consecutive + 1, now, action.reason)
+        self.ramp = next_ramp(self.ramp, self.settings, created, failed)
         cluster.changed = False
         if self.every_tick or acted:
             self._next = self._tick_after(now)
         else:
             self._next = self._next_timer(cluster)
+
+    @staticmethod
+    def _resume(cluster: SimCluster, w: SimWorker) -> None:
+        """The engine's resume: the worker takes new work again, as the batch system's RESUME / cancelled drain
+        does; the queued jobs that fit start on it now."""
+        now = cluster.now
+        if w.jobs:
+            move(w, InstanceState.BUSY)
+        else:
+            move(w, InstanceState.IDLE)
+            w.idle_since = now
+        w.state_since = now
+        cluster.changed = True
+        cluster.schedule(only=w)
 
     def _note_joins(self, cluster: SimCluster) -> None:
         """A VM that joined resets the consecutive-failure count, as the engine does on a successful boot."""

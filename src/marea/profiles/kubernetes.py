@@ -109,11 +109,10 @@ minor={K8S_MINOR}
 fpr={K8S_KEY_FINGERPRINT}
 fail() {{ echo "marea: $*" >&2; exit 1; }}
 printf 'overlay\\nbr_netfilter\\n' >/etc/modules-load.d/marea-k8s.conf
-modprobe overlay
-modprobe br_netfilter
+modprobe overlay && modprobe br_netfilter || fail "cannot load the kernel modules overlay and br_netfilter"
 printf '%s = 1\\n' net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables net.ipv4.ip_forward \\
   >/etc/sysctl.d/90-marea-k8s.conf
-sysctl --system >/dev/null
+sysctl --system >/dev/null || fail "cannot apply the kernel settings Kubernetes needs (ip_forward, bridge-nf-call)"
 swapoff -a
 sed -i '/[[:space:]]swap[[:space:]]/s/^/#/' /etc/fstab
 if command -v kubeadm >/dev/null 2>&1; then
@@ -314,14 +313,14 @@ def master_script(ctx: MasterContext) -> str:
 set -eu
 fail() {{ echo "marea: $*" >&2; exit 1; }}
 {NODE_SCRIPT} master
-kubeadm init --config {INIT_CONFIG} --skip-token-print
+kubeadm init --config {INIT_CONFIG} --skip-token-print || fail "kubeadm init failed (journalctl -u kubelet)"
 export KUBECONFIG=/etc/kubernetes/admin.conf
 curl -fsSL {HELM_URL} -o /tmp/marea-helm.tgz || fail "cannot download helm {HELM_VERSION}"
 echo "{HELM_SHA256}  /tmp/marea-helm.tgz" | sha256sum -c - >/dev/null || fail "helm {HELM_VERSION}: checksum mismatch"
 tar -xzf /tmp/marea-helm.tgz -C /tmp linux-amd64/helm
 install -m 0755 /tmp/linux-amd64/helm /usr/local/bin/helm
 rm -rf /tmp/marea-helm.tgz /tmp/linux-amd64
-{FLANNEL.install()} --set podCidr={POD_SUBNET}
+{FLANNEL.install()} --set podCidr={POD_SUBNET} || fail "cannot install the CNI (flannel) with helm"
 kubectl apply -f {RBAC_MANIFEST}
 token=""
 for _ in $(seq 60); do

@@ -16,7 +16,7 @@ import pytest
 
 from marea.cluster.cloudinit import master_marea_toml, master_user_data
 from marea.cluster.config import ClusterFile, MasterSection, parse_cluster
-from marea.cluster.joins import make_join_secrets
+from marea.profiles.joins import make_join_secrets
 from marea.config import ConfigError, MareaConfig, parse_config
 from marea.engine.reconciler import render_user_data
 

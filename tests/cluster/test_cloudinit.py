@@ -16,9 +16,9 @@ import pytest
 
 from marea.cluster.cloudinit import master_marea_toml, master_user_data
 from marea.cluster.config import ClusterFile, MasterSection, parse_cluster
-from marea.profiles.joins import make_join_secrets
 from marea.config import ConfigError, MareaConfig, parse_config
 from marea.engine.reconciler import render_user_data
+from marea.profiles.joins import make_join_secrets
 
 SYSTEMS = ["slurm", "htcondor", "kubernetes"]
 #: what each driver's join_variables() gives, as it would for a worker (tests/test_profiles.py holds the

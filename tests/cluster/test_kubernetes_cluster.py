@@ -16,6 +16,7 @@ tests check what the master and the workers would run:
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import subprocess
@@ -294,3 +295,27 @@ def test_kubernetes_addons_are_refused_elsewhere_naming_the_key(system: str, add
     with pytest.raises(ConfigError) as info:
         parse_cluster(data, "cluster.toml")
     assert str(info.value) == f"cluster.toml: addons.{addon}: needs batch.system 'kubernetes', not {system!r}"
+
+
+def test_the_master_writes_the_engines_kubeconfig_root_only_and_loadable(tmp_path: Path) -> None:
+    """The script's own lines that write the kubeconfig, run by sh on a CA file and a token: the result is a
+    kubeconfig (as kubectl and the Python client read it) that only its owner can read."""
+    import yaml
+
+    script = files(master_doc())[k8s.MASTER_SCRIPT]["content"]
+    lines = script.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith('ca="$(base64'))
+    end = next(i for i, line in enumerate(lines) if line.startswith("chmod 0600"))
+    ca, kubeconfig = tmp_path / "ca.crt", tmp_path / "kubeconfig"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    part = "\n".join(line for line in lines[start : end + 1] if not line.startswith("chown "))
+    part = part.replace("/etc/kubernetes/pki/ca.crt", str(ca)).replace(k8s.KUBECONFIG, str(kubeconfig))
+    r = subprocess.run(["sh", "-euc", 'token="eyJ.secret.sig"\n' + part], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert kubeconfig.stat().st_mode & 0o777 == 0o600
+    config = yaml.safe_load(kubeconfig.read_text())
+    assert config["current-context"] == "marea"
+    (cluster,) = config["clusters"]
+    assert cluster["cluster"]["server"] == f"https://{MASTER_IP}:6443"
+    assert base64.b64decode(cluster["cluster"]["certificate-authority-data"]) == ca.read_bytes()
+    assert config["users"] == [{"name": "marea-engine", "user": {"token": "eyJ.secret.sig"}}]

@@ -319,3 +319,30 @@ def test_the_master_writes_the_engines_kubeconfig_root_only_and_loadable(tmp_pat
     assert cluster["cluster"]["server"] == f"https://{MASTER_IP}:6443"
     assert base64.b64decode(cluster["cluster"]["certificate-authority-data"]) == ca.read_bytes()
     assert config["users"] == [{"name": "marea-engine", "user": {"token": "eyJ.secret.sig"}}]
+
+
+def test_the_master_installs_marea_with_the_kubernetes_client() -> None:
+    runcmd = master_doc()["runcmd"]
+    pip = next(step for step in runcmd if isinstance(step, list) and step[0] == "/opt/marea/bin/pip")
+    assert pip[-1] == "marea[openstack,kubernetes]"
+    # the system's steps first, marea's service last
+    assert (
+        runcmd.index([k8s.MASTER_SCRIPT])
+        < runcmd.index(pip)
+        < runcmd.index(["systemctl", "enable", "--now", "marea.service"])
+    )
+
+
+def test_a_kubernetes_cluster_file_with_addons_parses_once_the_driver_is_there() -> None:
+    """With the driver (marea.batch.kubernetes, another branch), `marea cluster create` reads the file as it
+    reads a Slurm or HTCondor one."""
+    pytest.importorskip("marea.batch.kubernetes")
+    data = {
+        "cluster": {"name": "phys"},
+        "cloud": {"driver": "openstack", "openstack": {"cloud": "demo", "image": "img", "network": "net"}},
+        "batch": {"system": "kubernetes"},
+        "master": {"flavour": "m", "floating_network": "public"},
+        "addons": {"monitoring": True, "spark_operator": True, "strimzi": True},
+    }
+    cf = parse_cluster(data, "cluster.toml")
+    assert cf.addons.enabled() == {"monitoring", "spark_operator", "strimzi"}

@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from marea.model import Flavour, PolicySettings
+from marea.profiles.registry import SYSTEMS, unavailable
+
+if TYPE_CHECKING:
+    BatchSystemName = str
+else:  # the registered profiles: pydantic's error and the configuration reference list them
+    BatchSystemName = Literal[SYSTEMS]
 
 
 class ConfigError(Exception):
@@ -296,8 +302,8 @@ class KubernetesSection(_Strict):
 
 
 class BatchSection(_Strict):
-    #: the batch system whose queue is demand and whose workers marea manages
-    system: Literal["slurm", "htcondor", "kubernetes"] = "slurm"
+    #: the batch system whose queue is demand and whose workers marea manages (the registered profiles)
+    system: BatchSystemName = "slurm"
     slurm: SlurmSection = SlurmSection()
     htcondor: HTCondorSection = HTCondorSection()
     kubernetes: KubernetesSection = KubernetesSection()
@@ -537,10 +543,11 @@ def _describe(err: Any) -> str:
     return f"{loc}: {msg}"
 
 
-#: batch systems the schema knows but the engine cannot drive yet, with what to tell the user. Refused when the
-#: file is read, so that `config check` says so and `cluster create` makes nothing, instead of a master booting
-#: an engine that refuses to start.
-UNSUPPORTED_BATCH: dict[str, str] = {}
+def unsupported_batch(system: str) -> str:
+    """Why this build cannot drive `system` ('' when it can). A registered system whose driver is missing is
+    refused when the file is read, so that `config check` says so and `cluster create` makes nothing, instead
+    of a master booting an engine that refuses to start."""
+    return unavailable(system)
 
 
 def parse_config(data: dict[str, Any], source: str = "<config>", source_dir: str = ".") -> MareaConfig:
@@ -552,7 +559,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>", source_dir: str
         first = _describe(errors[0])
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise ConfigError(f"{source}: {first}{more}") from None
-    unsupported = UNSUPPORTED_BATCH.get(cfg.batch.system)
+    unsupported = unsupported_batch(cfg.batch.system)
     if unsupported:
         raise ConfigError(f"{source}: batch.system: {cfg.batch.system!r} is not supported yet: {unsupported}")
     return cfg

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -17,11 +16,26 @@ import pytest
 
 from marea.cluster.cloudinit import master_marea_toml, master_user_data
 from marea.cluster.config import ClusterFile, MasterSection, parse_cluster
-from marea.cluster.joins import make_join_secrets
 from marea.config import ConfigError, MareaConfig, parse_config
 from marea.engine.reconciler import render_user_data
+from marea.profiles.joins import make_join_secrets
 
 SYSTEMS = ["slurm", "htcondor", "kubernetes"]
+#: what each driver's join_variables() gives, as it would for a worker (tests/test_profiles.py holds the
+#: drivers to these names)
+DRIVER_VARIABLES = {
+    "slurm": {
+        "MAREA_SLURM_CONF": "/etc/slurm/slurm.conf",
+        "MAREA_SLURM_FEATURE": "marea",
+        "MAREA_SLURM_PARTITION": "marea",
+    },
+    "htcondor": {"MAREA_CONDOR_HOST": "10.10.0.5", "MAREA_CONDOR_IDTOKEN": "eyJhbGciOiJIUzI1NiJ9.e30.sig"},
+    "kubernetes": {
+        "MAREA_K8S_ENDPOINT": "10.10.0.5:6443",
+        "MAREA_K8S_TOKEN": "abcdef.0123456789abcdef",
+        "MAREA_K8S_CA_HASH": "sha256:" + "0" * 64,
+    },
+}
 
 
 def cluster_file(system: str) -> ClusterFile:
@@ -69,8 +83,8 @@ def test_rendered_worker_user_data_passes_cloud_init_schema(system: str, tmp_pat
     toml = tomllib.loads(master_marea_toml(cf, joins, "10.10.0.5"))
     variables = {f"MAREA_VAR_{k.upper()}": v for k, v in toml["worker"]["variables"].items()}
     variables |= {"MAREA_NAME": "phys-ab12", "MAREA_CORES": "2", "MAREA_MEMORY_MB": "4096"}
-    if system == "htcondor":  # what the engine's htcondor driver adds (join_variables)
-        variables |= {"MAREA_CONDOR_HOST": "10.10.0.5", "MAREA_CONDOR_IDTOKEN": "eyJhbGciOiJIUzI1NiJ9.e30.sig"}
+    variables |= {"MAREA_CLUSTER": "phys", "MAREA_FLAVOUR": "m1.small"}
+    variables |= DRIVER_VARIABLES[system]  # what the engine's driver adds (join_variables)
     text = render_user_data(toml["worker"]["user_data"], variables)
     assert "${" not in text, "a placeholder was left unfilled"
     assert schema_errors(tmp_path, text) == ""
@@ -135,17 +149,10 @@ def test_a_slurm_conf_line_with_a_newline_is_refused() -> None:
         parse_cluster(data)
 
 
-def test_kubernetes_ca_hash_is_the_sha256_of_the_ca_public_key() -> None:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
+def test_kubernetes_needs_no_join_secret_at_create() -> None:
+    """kubeadm makes the CA on the master and the engine a token per worker: nothing secret is made here."""
     joins = make_join_secrets("kubernetes", "phys")
-    cert = x509.load_pem_x509_certificate(joins.k8s_ca_cert_pem.encode())
-    spki = cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    assert joins.k8s_ca_hash == "sha256:" + hashlib.sha256(spki).hexdigest()
-    token_id, _, token_secret = joins.kubeadm_token.partition(".")
-    assert len(token_id) == 6 and len(token_secret) == 16
-    assert "BEGIN" not in repr(joins) and joins.kubeadm_token not in repr(joins)
+    assert joins.secrets() == []
 
 
 def test_cluster_file_errors_name_the_key() -> None:

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from marea.cli import app
 from marea.cluster.config import parse_cluster
-from marea.config import UNSUPPORTED_BATCH, parse_config
+from marea.config import parse_config, unsupported_batch
 
 CLUSTER = """
 [cluster]
@@ -33,7 +33,7 @@ floating_network = "public"
 
 
 def test_parse_config_accepts_kubernetes() -> None:
-    assert "kubernetes" not in UNSUPPORTED_BATCH
+    assert unsupported_batch("kubernetes") == ""
     assert parse_config({"batch": {"system": "kubernetes"}}, "marea.toml").batch.system == "kubernetes"
     assert parse_cluster(tomllib.loads(CLUSTER)).marea.batch.system == "kubernetes"
 

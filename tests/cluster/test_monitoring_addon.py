@@ -14,11 +14,11 @@ import pytest
 
 from marea.cluster.cloudinit import master_marea_toml, master_user_data
 from marea.cluster.config import parse_cluster
-from marea.cluster.joins import make_join_secrets
 from marea.cluster.monitoring import RULES_PATH, AddonsSection
 from marea.config import ConfigError, parse_config
 from marea.engine.reconciler import render_user_data
 from marea.monitoring import alert_rules_path
+from marea.profiles.joins import make_join_secrets
 from tests.cluster.test_cloudinit import cluster_file, schema_errors
 
 

@@ -1,4 +1,4 @@
-"""The RBAC the driver needs (src/marea/cluster/kubernetes-rbac.yaml) is valid against the official Kubernetes 1.30
+"""The RBAC the driver needs (src/marea/profiles/kubernetes-rbac.yaml) is valid against the official Kubernetes 1.30
 schemas (kubernetes-validate) and allows every API call the driver makes in a whole worker life against the API
 stand-in (tests/kube/fake_cluster.py), and nothing the driver does not use: no reading of Secrets."""
 
@@ -19,7 +19,7 @@ FLAVOURS = (Flavour("m1.big", 8, 16384),)
 
 
 def rbac() -> list[dict[str, Any]]:
-    text = resources.files("marea.cluster").joinpath("kubernetes-rbac.yaml").read_text()
+    text = resources.files("marea.profiles").joinpath("kubernetes-rbac.yaml").read_text()
     return [d for d in yaml.safe_load_all(text) if d]
 
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, ValidationError
 
+from marea import profiles
 from marea.cluster.monitoring import AddonsSection
 from marea.config import ConfigError, MareaConfig, _describe, _Strict, parse_config
 
@@ -34,7 +35,7 @@ class MasterSection(_Strict):
     #: `os_distro`, as Debian, Ubuntu, Rocky... cloud images do, else root)
     ssh_user: str = ""
     #: how marea itself gets onto the master: a pip requirement (a version, a wheel URL, a git URL); empty:
-    #: marea with the extras the batch system needs (`marea[openstack]`, plus `htcondor` for HTCondor)
+    #: marea with the extras the batch system needs (`marea[openstack]`, plus `htcondor` or `kubernetes`)
     marea_package: str = ""
     #: where pip finds marea and its dependencies when not on PyPI: a URL of a page of wheels (pip's
     #: `--no-index --find-links`). Empty on a cloud whose guests reach PyPI (CloudVeneto); set on clouds whose
@@ -53,7 +54,7 @@ class MasterSection(_Strict):
     def package(self, system: str) -> str:
         if self.marea_package:
             return self.marea_package
-        return "marea[openstack,htcondor]" if system == "htcondor" else "marea[openstack]"
+        return f"marea[{','.join(profiles.get(system).extras)}]"
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,10 @@ def parse_cluster(data: dict[str, Any], source: str = "<cluster>", source_dir: s
         raise ConfigError(f"{source}: cloud.openstack.image: required by marea cluster")
     if not cfg.cloud.openstack.network:
         raise ConfigError(f"{source}: cloud.openstack.network: required by marea cluster")
+    system = cfg.batch.system
+    for name in sorted(addons.enabled() - profiles.get(system).addons):
+        can = sorted(s for s in profiles.SYSTEMS if name in profiles.get(s).addons)
+        raise ConfigError(f"{source}: addons.{name}: needs batch.system {' or '.join(map(repr, can))}, not {system!r}")
     return ClusterFile(master, cfg, data, addons)
 
 

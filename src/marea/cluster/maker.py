@@ -22,12 +22,13 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
+from marea import profiles
 from marea.clouds.base import TAG_CLUSTER, TAG_INSTANCE, CloudError, CloudErrorKind, CloudVM, VMStatus
 from marea.clouds.openstack import OpenStackCloud
-from marea.cluster.cloudinit import MASTER_PORTS, WORKER_PORTS, master_user_data
+from marea.cluster.cloudinit import master_user_data
 from marea.cluster.config import ClusterFile
-from marea.cluster.joins import JoinSecrets, make_join_secrets
 from marea.extras import require
+from marea.profiles.joins import JoinSecrets, make_join_secrets
 
 log = logging.getLogger("marea.cluster")
 
@@ -107,7 +108,6 @@ class ClusterMaker:
     # -- create ----------------------------------------------------------------------------------------------
     def _security_groups(self) -> tuple[Any, Any]:
         net = self.conn.network
-        system = self.cf.marea.batch.system
         groups = []
         for role in ("master", "workers"):
             group = self._call(
@@ -119,21 +119,32 @@ class ClusterMaker:
             self._tag(group)
             groups.append(group)
         master, workers = groups
+        profile = profiles.get(self.cf.marea.batch.system)
         rules: list[dict[str, Any]] = [
-            {"security_group_id": master.id, "port_range_min": 22, "port_range_max": 22,
+            {"security_group_id": master.id, "protocol": "tcp", "port_range_min": 22, "port_range_max": 22,
              "remote_ip_prefix": self.cf.master.ssh_cidr},
         ]  # fmt: skip
-        for port in MASTER_PORTS[system]:
+        opened = [
+            *((master, "tcp", port) for port in profile.master_ports),
+            *((master, "udp", port) for port in profile.master_udp_ports),
+            *((workers, "udp", port) for port in profile.worker_udp_ports),
+        ]
+        for group, protocol, port in opened:
             for remote in (master.id, workers.id):
-                rules.append({"security_group_id": master.id, "port_range_min": port, "port_range_max": port,
-                              "remote_group_id": remote})  # fmt: skip
+                rules.append({"security_group_id": group.id, "protocol": protocol, "port_range_min": port,
+                              "port_range_max": port, "remote_group_id": remote})  # fmt: skip
         for remote in (master.id, workers.id):  # workers: every TCP port from the cluster (MPI, srun, ...)
-            rules.append({"security_group_id": workers.id, "port_range_min": 1, "port_range_max": 65535,
-                          "remote_group_id": remote})  # fmt: skip
+            rules.append({"security_group_id": workers.id, "protocol": "tcp", "port_range_min": 1,
+                          "port_range_max": 65535, "remote_group_id": remote})  # fmt: skip
         for rule in rules:
-            self._call("create rule", net.create_security_group_rule, direction="ingress", ethertype="IPv4",
-                       protocol="tcp", **rule)  # fmt: skip
-        log.info("security groups ready; master ports %s, workers %s", MASTER_PORTS[system], WORKER_PORTS[system])
+            self._call("create rule", net.create_security_group_rule, direction="ingress", ethertype="IPv4", **rule)
+        log.info(
+            "security groups ready; master ports %s (udp %s), workers %s (udp %s)",
+            profile.master_ports,
+            profile.master_udp_ports,
+            profile.worker_ports,
+            profile.worker_udp_ports,
+        )
         return master, workers
 
     def _keypair(self) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from marea import profiles
 from marea.config import ConfigError, _Strict
 from marea.monitoring import NODE_EXPORTER_PORT, alert_rules_path
 
@@ -26,10 +27,19 @@ RULES_PATH = "/etc/prometheus/marea-alerts.yml"
 
 
 class AddonsSection(_Strict):
-    """Optional extras installed on the cluster's machines."""
+    """Optional extras installed on the cluster's machines (each batch profile says which it can have)."""
 
-    #: Prometheus + node exporter (Debian's packages) on the master scraping marea, node exporter on workers
+    #: Slurm, HTCondor: Prometheus + node exporter (Debian's packages) on the master scraping marea, node
+    #: exporter on workers. Kubernetes: kube-prometheus-stack (Prometheus, node exporters, Grafana), pinned
     monitoring: bool = False
+    #: Kubernetes only: the Kubeflow Spark operator (SparkApplication), pinned chart version
+    spark_operator: bool = False
+    #: Kubernetes only: Strimzi, the Kafka operator, pinned chart version
+    strimzi: bool = False
+
+    def enabled(self) -> frozenset[str]:
+        """The keys of the add-ons turned on."""
+        return frozenset(name for name in type(self).model_fields if getattr(self, name))
 
 
 def prometheus_config(engine_listen: str) -> dict[str, Any]:
@@ -59,8 +69,9 @@ def _engine_listen(cf: ClusterFile) -> str:
 
 
 def add_to_master(cf: ClusterFile, body: dict[str, Any]) -> dict[str, Any]:
-    """The master's cloud-config with the add-on (unchanged when it is off)."""
-    if not cf.addons.monitoring:
+    """The master's cloud-config with the add-on (unchanged when it is off, or when the batch profile brings
+    its own monitoring)."""
+    if not cf.addons.monitoring or not profiles.get(cf.marea.batch.system).host_monitoring:
         return body
     files = [
         # deferred: after the package wrote its own, so that dpkg never asks about a changed conffile
@@ -80,8 +91,9 @@ def add_to_master(cf: ClusterFile, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def add_to_worker(cf: ClusterFile, template: str) -> str:
-    """The worker template with the node exporter (unchanged when the add-on is off)."""
-    if not cf.addons.monitoring:
+    """The worker template with the node exporter (unchanged when the add-on is off, or when the batch profile
+    brings its own monitoring)."""
+    if not cf.addons.monitoring or not profiles.get(cf.marea.batch.system).host_monitoring:
         return template
     header, _, doc = template.partition("\n")
     body = json.loads(doc)

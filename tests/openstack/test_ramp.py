@@ -73,7 +73,9 @@ def test_quota_answers_halve_the_parallel_boot_limit_and_a_restart_keeps_it(
         assert refused_at_create or in_error, first.errors
         assert all("quota" in f.lower() for f in faults), faults
         created = len(servers) - len(in_error)
-        assert 1 <= created <= 2 + 1  # Nova lets at most what the quota holds (one may race through)
+        # at most what the quota holds (one may race through); under load the conductor's rechecks, each counting
+        # every instance already written, may refuse all eight
+        assert created <= 2 + 1
         # the ramp grows on accepted creates and halves on each cycle with failed boots: creates refused at the
         # API fail in the first cycle, servers Nova's conductor put in ERROR are seen failed in the second
         after_first = 4 if refused_at_create else 16

@@ -81,6 +81,12 @@ class PolicySection(_Strict):
     #: a drain still running after this long is reported in the decisions; the worker stays draining and its
     #: jobs are never killed
     drain_timeout_s: PositiveSeconds = 86400.0
+    #: queued work waits this long for room to free on the running workers before a VM is booted for it (only
+    #: while some worker runs jobs it could free room from); 0 boots at once
+    boot_patience_s: Annotated[float, Field(ge=0)] = 0.0
+    #: delete a VM still booting (not yet seen by the batch system) once no queued work needs it, instead of
+    #: letting it join and idle for idle_threshold_s
+    cancel_surplus_boots: bool = False
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> PolicySection:
@@ -519,6 +525,8 @@ class MareaConfig(_Strict):
             max_parallel_boots=p.max_parallel_boots,
             initial_parallel_boots=p.initial_parallel_boots,
             consolidate=p.consolidate,
+            boot_patience_s=p.boot_patience_s,
+            cancel_surplus_boots=p.cancel_surplus_boots,
             drain_timeout_s=p.drain_timeout_s,
             idle_threshold_s=p.idle_threshold_s,
             join_timeout_s=p.join_timeout_s,

@@ -184,6 +184,10 @@ class PolicySettings:
     #: drain partly used busy workers whose running jobs would fit in the free room of a busier one (least
     #: loaded first), when no job is queued: they are deleted the moment their last job ends instead of idling
     consolidate: bool = False
+    #: queued work waits this long for room on busy workers before a VM boots for it
+    boot_patience_s: float = 0.0
+    #: delete booting VMs no queued work needs any more
+    cancel_surplus_boots: bool = False
 
 
 @dataclass(frozen=True, slots=True)

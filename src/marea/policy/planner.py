@@ -173,6 +173,28 @@ def _pack_into(bins: list[_Bin], req: Resources, group: str, remaining: int) -> 
     return remaining
 
 
+def _patient(view: ClusterView, settings: PolicySettings, demand: DemandGroup, flavours: dict[str, Flavour]) -> bool:
+    """Whether `demand` still waits for room to free on the busy workers instead of booting a VM.
+
+    Why: on a busy cluster most queued jobs start on a slot a finishing job frees, often well within a boot;
+    a VM booted for each of them arrives to find its job gone, and idles for the boot and the idle threshold.
+    Waiting `boot_patience_s` (from the oldest job of the shape) before booting lets the cluster absorb that
+    churn. Only while some busy worker of the demand's group could hold the job once free: with nothing
+    running, nothing will free and the VM boots at once.
+    """
+    if settings.boot_patience_s <= 0 or demand.oldest_submit_time is None:
+        return False
+    if view.now - demand.oldest_submit_time >= settings.boot_patience_s:
+        return False
+    return any(
+        i.state is InstanceState.BUSY
+        and i.group == demand.group
+        and (f := flavours.get(i.flavour)) is not None
+        and demand.request.fits_in(f.resources)
+        for i in view.instances
+    )
+
+
 def _shape_key(d: DemandGroup) -> tuple[int, float, float]:
     r = d.request
     return (r.gpus, r.cores, r.memory_mb)
@@ -186,11 +208,15 @@ def plan_scale_up(view: ClusterView, settings: PolicySettings) -> ScaleUpResult:
     new_vms: dict[tuple[str, str], int] = {}  # (flavour, group) -> count
     waits: list[Action] = []
     held_back: dict[str, int] = {}  # limit reason -> jobs left queued because of it
+    patient: dict[str, int] = {}  # group -> jobs waiting for room on busy workers (boot_patience_s)
 
     for demand in sorted(view.demand, key=_shape_key, reverse=True):
         req = demand.request
         remaining = _pack_into(bins, req, demand.group, demand.count)
         if remaining == 0:
+            continue
+        if _patient(view, settings, demand, flavours):
+            patient[demand.group] = patient.get(demand.group, 0) + remaining
             continue
         allowed = [f for f in settings.flavours if not demand.flavours or f.name in demand.flavours]
         flavour = next((f for f in allowed if req.fits_in(f.resources)), None)
@@ -220,6 +246,15 @@ def plan_scale_up(view: ClusterView, settings: PolicySettings) -> ScaleUpResult:
         if remaining > 0 and limit is not None:
             held_back[limit] = held_back.get(limit, 0) + remaining
 
+    for group, jobs in patient.items():
+        waits.append(
+            Action(
+                ActionKind.WAIT,
+                f"{jobs} queued job(s) wait up to {settings.boot_patience_s:g} s for room on busy workers "
+                "before a VM boots for them (boot_patience_s)",
+                group=group,
+            )
+        )
     for limit, jobs in held_back.items():
         waits.append(Action(ActionKind.WAIT, f"{jobs} queued job(s) left waiting: limited by {limit}"))
 

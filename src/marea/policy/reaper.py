@@ -70,6 +70,10 @@ def plan_scale_down(view: ClusterView, settings: PolicySettings, needed: frozens
 
     timed_out = {a.instance_id for a in actions if a.kind is ActionKind.DELETE}
     active = sum(1 for i in view.instances if i.state in ACTIVE_STATES and i.id not in timed_out)
+    if settings.cancel_surplus_boots:
+        cancelled = _cancel_surplus(view, settings, needed | timed_out, active)
+        actions += cancelled
+        active -= len(cancelled)
     candidates = [
         i
         for i in view.instances
@@ -94,6 +98,35 @@ def plan_scale_down(view: ClusterView, settings: PolicySettings, needed: frozens
         active -= 1
     drained_now = {a.instance_id for a in actions if a.kind is ActionKind.DRAIN}
     actions += _consolidate(view, settings, needed, drained_now | timed_out, active)
+    return actions
+
+
+def _cancel_surplus(
+    view: ClusterView, settings: PolicySettings, excluded: frozenset[str | None], active: int
+) -> list[Action]:
+    """Deletes of booting VMs no queued work was packed into, the youngest first (most boot left to save).
+
+    Why: a VM booted for a job that has meanwhile started elsewhere would join, idle for the idle threshold and
+    be drained: its remaining boot and the threshold are pure waste. Only VMs the batch system has not seen
+    (BOOTING) are cancelled, never below the minimum; the engine's delete still asks the batch system first and
+    keeps a worker that joined and took a job in the meantime.
+    """
+    booting = sorted(
+        (i for i in view.instances if i.state is InstanceState.BOOTING and i.id not in excluded),
+        key=lambda i: (-i.created_at, i.id),
+    )
+    actions: list[Action] = []
+    for inst in booting:
+        if active <= settings.min_workers:
+            break
+        actions.append(
+            Action(
+                ActionKind.DELETE,
+                f"{inst.id} still booting ({view.now - inst.created_at:.0f} s) and no queued work needs it: cancelled",
+                instance_id=inst.id,
+            )
+        )
+        active -= 1
     return actions
 
 

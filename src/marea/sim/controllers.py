@@ -211,6 +211,10 @@ class MareaController:
                 ticks.append(self._tick_after(seen + s.idle_threshold_s))
             elif w.state in (InstanceState.BOOTING, InstanceState.REQUESTED):
                 ticks.append(self._tick_after(w.created_at + s.join_timeout_s))
+        if s.boot_patience_s > 0:
+            for q in cluster.queues.values():
+                if q:  # the planner boots for a shape once its oldest job has waited boot_patience_s
+                    ticks.append(self._tick_at_or_after(q[0].trace.submit + s.boot_patience_s))
         until = backoff_until(ClusterView(now, (), failures=self.failures), s)
         if until is not None:
             # the planner compares `now < until`: boots resume at the first tick at or after `until`

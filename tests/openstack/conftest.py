@@ -1,7 +1,11 @@
 """The real OpenStack testbed (testbeds/openstack.sh) for the driver, cluster-maker and engine tests.
 
-Started once per session (about 30 s from its snapshot, 60 s the very first time) and stopped at the end; an
-instance that was already running (a developer's) is reused and left running. The install step runs in
+The machine is shared (several sessions hold /tmp/marea-lock.openstack in turn, and a developer may be using
+the testbed), so the session never stops a testbed: one that is running is reused; one that is not running (no
+daemon alive) is started (about 30 s from its snapshot, 60 s the very first time) and left running for whoever
+comes next (`bash testbeds/openstack.sh stop` when done); one that is partly up (a daemon dead, others alive)
+fails the session with the dead daemons' names, since restarting it would take down what someone else is
+using. Two sessions starting it at once are serialised by the script's own lock. The install step runs in
 `make testbeds`; without it these tests skip with the reason.
 """
 
@@ -40,16 +44,19 @@ class OpenStackTestbed:
 
 
 @pytest.fixture(scope="session")
-def testbed() -> Iterator[OpenStackTestbed]:
+def testbed() -> OpenStackTestbed:
     if not (VENV / "bin" / "nova-compute").exists():
         pytest.skip(f"OpenStack testbed not installed in {VENV}: run 'make testbeds'")
-    running = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True).returncode == 0
-    if not running:
-        subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, timeout=120)
-        started = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=600)
-        if started.returncode != 0:
-            subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, timeout=120)
-            pytest.fail(f"testbed did not start: {started.stderr[-2000:]}")
+    alive, dead = testbed_daemons()
+    if dead and alive:
+        pytest.fail(partly_up(dead))
+    if not alive:
+        # the script's lock makes a concurrent start wait, then refuse ("already running"): look again
+        started = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, timeout=900)
+        alive, dead = testbed_daemons()
+        if dead or not alive:
+            why = partly_up(dead) if dead else "no daemon is running"
+            pytest.fail(f"testbed did not start ({why}); its stderr: {started.stderr[-2000:]}")
     os.environ["OS_CLIENT_CONFIG_FILE"] = str(STATE / "clouds.yaml")
     os.environ.pop("OS_CLOUD", None)
     bed = OpenStackTestbed(STATE / "clouds.yaml")
@@ -57,11 +64,33 @@ def testbed() -> Iterator[OpenStackTestbed]:
     if admin.compute.find_flavor(NO_HOST_FLAVOUR) is None:
         admin.compute.create_flavor(name=NO_HOST_FLAVOUR, ram=512, vcpus=1, disk=700000)
     admin.close()
-    try:
-        yield bed
-    finally:
-        if not running:
-            subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, timeout=300)
+    return bed
+
+
+def testbed_daemons() -> tuple[list[str], list[str]]:
+    """(daemons alive, daemons dead) as `testbeds/openstack.sh status` reports them; an epmd of someone else's
+    (the port was taken) is neither."""
+    out = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True, text=True, timeout=60).stdout
+    return parse_status(out)
+
+
+def parse_status(out: str) -> tuple[list[str], list[str]]:
+    alive: list[str] = []
+    dead: list[str] = []
+    for line in out.splitlines():
+        name, _, what = line.partition(": ")
+        if what.startswith("running"):
+            alive.append(name)
+        elif what == "DEAD":
+            dead.append(name)
+    return alive, dead
+
+
+def partly_up(dead: list[str]) -> str:
+    return (
+        f"the OpenStack testbed is partly up: {', '.join(dead)} dead ({STATE}/logs); not restarted here, someone "
+        "may be using it: 'bash testbeds/openstack.sh stop' then 'start', under flock -o /tmp/marea-lock.openstack"
+    )
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from pathlib import Path
 from marea.clouds.base import VMStatus
 from marea.clouds.local import LocalCloud
 from marea.engine.reconciler import Reconciler
-from marea.engine.store import Store
-from marea.model import Flavour, PolicySettings
+from marea.engine.store import RAMP_KEY, Store
+from marea.model import BootRamp, BootRound, Flavour, PolicySettings
 from tests.fixed_queue import FixedQueue
 
 FLAVOUR = Flavour("f1", 1, 1000)
@@ -93,3 +93,18 @@ def test_creates_the_cloud_accepted_then_put_in_error_never_make_the_limit_grow(
         for v in rec.cloud.list_owned("rp"):
             rec.cloud.delete(v)
         rec.store.close()
+
+
+def test_the_store_keeps_the_limit_and_its_rounds_in_one_value_and_reads_a_bare_limit_of_an_older_store(
+    tmp_path: Path,
+) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}", "rp")
+    try:
+        assert store.boot_ramp() == BootRamp()
+        store.put_json(RAMP_KEY, 32)  # what an engine before rounds existed wrote
+        assert store.boot_ramp() == BootRamp(32)
+        ramp = BootRamp(16, (BootRound(8, frozenset({"a", "b"})), BootRound(9, frozenset({"c"}))))
+        store.put_boot_ramp(ramp)
+        assert store.boot_ramp() == ramp
+    finally:
+        store.close()

@@ -311,7 +311,6 @@ class Store:
             {"consecutive": f.consecutive, "last_at": f.last_at, "last_reason": f.last_reason},
         )
 
-
     def boot_ramp(self) -> BootRamp:
         """The adaptive parallel-boot limit and its rounds in flight (marea.policy.ramp); a store written before
         rounds existed holds the bare limit (or nothing), read as a ramp with no round in flight."""

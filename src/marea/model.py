@@ -205,7 +205,9 @@ class BootRamp:
 
     `limit` None: no cycle has moved it yet, the policy starts from `initial_parallel_boots`. `rounds`: the
     rounds of creates asked at the current limit whose confirmation is still awaited (marea.policy.ramp); they
-    are in the store with the limit, so a restart neither counts a confirmation twice nor forgets a round.
+    are in the store with the limit (one write, at the end of each cycle), so a restart neither counts a
+    confirmation twice nor forgets a round; a crash within the cycle that asked a round loses only that round,
+    which can delay a doubling, never cause one.
     """
 
     limit: int | None = None

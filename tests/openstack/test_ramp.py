@@ -79,7 +79,7 @@ def test_quota_answers_halve_the_parallel_boot_limit_never_grow_it_and_a_restart
         # every instance already written, may refuse all eight. A create whose answer was lost (a reset
         # connection) is a failed boot too.
         failed_at_create = [e for e in first.errors if e.startswith("create of")]
-        [servers] = wait_for(lambda: settled_servers(demo, cluster_name), timeout=90)
+        [servers] = wait_for(lambda: settled_servers(demo, cluster_name), timeout=150)
         in_error = [s for s in servers if s.status == "ERROR"]
         faults = [str((s.fault or {}).get("message", "")) for s in in_error]
         assert failed_at_create or in_error, first.errors

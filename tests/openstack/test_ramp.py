@@ -94,6 +94,8 @@ def test_quota_answers_halve_the_parallel_boot_limit_never_grow_it_and_a_restart
         # confirmed, but their round had failures: no growth
         second = engine.cycle()
         halved = after_first // 2 if in_error else after_first
+        print(f"Nova's answers: {len(failed_at_create)} refused at create, {len(in_error)} in ERROR, {created} up; "
+              f"limit 8 -> {after_first} -> {halved}")  # fmt: skip
         assert engine.ramp().limit == halved and engine.ramp().rounds == ()
         ramp = [d.reason for d in engine.store.recent_decisions(100) if d.kind == "ramp"]
         assert len(ramp) == bool(failed_at_create) + bool(in_error), ramp

@@ -51,8 +51,12 @@ def settled_servers(demo: Any, cluster: str) -> tuple[list[Any]] | None:
     return None if any(s.status == "BUILD" for s in servers) else (servers,)
 
 
+# The project's RAM headroom, in real m1.small VMs: room for two (the engine thinks 8 fit: eight creates, which
+# race past Nova's API check, the excess put in ERROR by its conductor, or refused at the API), or for half of
+# one (the engine thinks 2 fit: both refused at the API with 403, nothing created: the path CI saw under load).
+@pytest.mark.parametrize("room", [2.0, 0.5], ids=["room-for-two", "room-for-none"])
 def test_quota_answers_halve_the_parallel_boot_limit_never_grow_it_and_a_restart_keeps_it(
-    testbed: OpenStackTestbed, demo: Any, demo_quota: Any, cluster_name: str, tmp_path: Path
+    testbed: OpenStackTestbed, demo: Any, demo_quota: Any, cluster_name: str, tmp_path: Path, room: float
 ) -> None:
     data = cluster_data(cluster_name)
     data.pop("master")
@@ -68,15 +72,17 @@ def test_quota_answers_halve_the_parallel_boot_limit_never_grow_it_and_a_restart
     # servers of earlier tests still being deleted would free RAM after we read the use, and let all eight
     # creates through: wait until the project's use stands still
     [used_ram] = wait_for(lambda: settled_ram_use(demo), timeout=120)
-    demo_quota(ram=used_ram + 2 * real_ram, instances=-1, cores=-1)  # room for 2 real VMs; the engine thinks 8
+    headroom = int(room * real_ram)
+    demo_quota(ram=used_ram + headroom, instances=-1, cores=-1)
+    asked = min(8, headroom // 512)  # what the engine believes fits, in its declared 512 MiB
     try:
         assert engine.ramp().limit is None  # a fresh store: the limit starts at initial_parallel_boots
         first = engine.cycle()
-        assert sum(a.count for a in first.plan.of_kind(ActionKind.BOOT)) == 8
-        # What Nova legitimately answers to eight parallel creates with room for two: "Quota exceeded" at its API
+        assert sum(a.count for a in first.plan.of_kind(ActionKind.BOOT)) == asked
+        # What Nova legitimately answers to parallel creates beyond the quota: "Quota exceeded" at its API
         # (HTTP 403), or an accepted create that its conductor, checking again, puts in ERROR with the quota
         # fault (parallel creates race past the API's check); under load the conductor's rechecks, each counting
-        # every instance already written, may refuse all eight. A create whose answer was lost (a reset
+        # every instance already written, may refuse them all. A create whose answer was lost (a reset
         # connection) is a failed boot too.
         failed_at_create = [e for e in first.errors if e.startswith("create of")]
         [servers] = wait_for(lambda: settled_servers(demo, cluster_name), timeout=150)
@@ -85,7 +91,7 @@ def test_quota_answers_halve_the_parallel_boot_limit_never_grow_it_and_a_restart
         assert failed_at_create or in_error, first.errors
         assert all("quota" in f.lower() for f in faults), faults
         created = len(servers) - len(in_error)
-        assert created <= 2 + 1  # at most what the quota holds (one may race through)
+        assert created <= int(room) + 1  # at most what the quota holds (one may race through)
         # the first cycle's creates were at best accepted, never confirmed: the limit has not grown; a create
         # refused at once halved it already
         after_first = 4 if failed_at_create else 8

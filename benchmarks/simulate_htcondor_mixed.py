@@ -91,7 +91,7 @@ def main() -> None:
     four = sum(1 for j in trace.jobs if j.cores == 4)
     print(f"{trace.name}: {len(trace.jobs)} jobs ({four} four-core), dropped {trace.dropped}", flush=True)
     results = {}
-    for name in ("marea", "elastiq", "static", "oracle"):
+    for name in ("marea", "elastiq", "static", "oracle", "instant"):
         t = time.perf_counter()
         results[name] = run_policy(name, trace, cfg).as_dict()
         print(f"{name:8s} {json.dumps(results[name])} ({time.perf_counter() - t:.1f} s)", flush=True)

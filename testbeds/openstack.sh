@@ -45,6 +45,20 @@ PACKAGES=(keystone==30.0.0 nova==34.0.0 openstack-placement==16.0.0 glance==33.0
           openstacksdk gunicorn PyMySQL)
 export PYTHONWARNINGS=ignore
 
+# install, start, stop and reset change the testbed: one at a time on this machine, under the script's own lock
+# ($STATE.lock; not the tests' /tmp/marea-lock.openstack, which a test session holds while it calls this script).
+# `flock -o` closes the lock's descriptor for the script it runs, so no daemon started here inherits it: a daemon
+# holding it would make every later start and stop wait forever.
+LOCK="$STATE.lock"
+case "${1:-}" in
+  install|start|stop|reset)
+    if [ "${MAREA_OS_LOCKED:-}" != "$LOCK" ]; then
+      flock -n "$LOCK" true 2>/dev/null || echo "openstack.sh: waiting for $LOCK (another install/start/stop)" >&2
+      MAREA_OS_LOCKED="$LOCK" exec flock -o "$LOCK" bash "${BASH_SOURCE[0]}" "$@"
+    fi
+    unset MAREA_OS_LOCKED ;;
+esac
+
 T0=$(date +%s%N)
 log() { echo "[openstack.sh $(( ($(date +%s%N) - T0) / 1000000 )) ms] $*" >&2; }
 die() { echo "openstack.sh: $*" >&2; exit 1; }
@@ -149,11 +163,20 @@ print_env() {
   echo "export MAREA_WHEELHOUSE_URL=http://$API_IP:$WHEEL_PORT/"
 }
 
+alive_daemons() {  # the names of the daemons whose pid file names a live process, each after a space
+  local f
+  for f in "$STATE"/run/*.pid; do
+    [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && printf ' %s' "$(basename "$f" .pid)"
+  done
+  return 0
+}
+
 cmd_start() {
   [ -x "$VENV/bin/nova-compute" ] || die "not installed: run '$0 install' first"
   export PATH="$VENV/bin:$PATH"
-  [ -f "$STATE/run/keystone.pid" ] && kill -0 "$(cat "$STATE/run/keystone.pid")" 2>/dev/null \
-    && die "already running (state $STATE); run '$0 stop' first"
+  local alive; alive=$(alive_daemons)
+  [ -z "$alive" ] || die "already running or partly up (alive:$alive; state $STATE); run '$0 stop' first"
+  rm -f "$STATE"/run/*.pid  # stale: no process of theirs is alive
   local first=0; [ -f "$STATE/golden.sql" ] || first=1
   network_up
   guests_down

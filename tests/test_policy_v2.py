@@ -45,27 +45,78 @@ def _jobs(n: int, cores: float = 1) -> tuple[DemandGroup, ...]:
 
 
 # -- the ramp ------------------------------------------------------------------------------------------------
-def test_ramp_starts_low_doubles_while_creates_succeed_and_stops_at_the_bound() -> None:
+def _ids(tag: str, n: int) -> list[str]:
+    return [f"{tag}{i}" for i in range(n)]
+
+
+def test_ramp_starts_low_doubles_on_confirmed_rounds_and_stops_at_the_bound() -> None:
     s = _settings(initial_parallel_boots=10, max_parallel_boots=100)
     ramp = BootRamp()
     limits = [parallel_limit(ramp, s)]
-    for _ in range(5):
-        ramp = next_ramp(ramp, s, created=limits[-1], failed=0)
+    for k in range(5):
+        asked = _ids(f"r{k}-", limits[-1])
+        ramp = next_ramp(ramp, s, accepted=asked, booting=())
+        assert parallel_limit(ramp, s) == limits[-1]  # accepted is not confirmed: no growth yet
+        ramp = next_ramp(ramp, s, confirmed=asked, booting=())
         limits.append(parallel_limit(ramp, s))
     assert limits == [10, 20, 40, 80, 100, 100]
     # a cycle that tried nothing learns nothing; a trickle (less than half the limit) does not raise it
-    assert next_ramp(ramp, s, created=0, failed=0) == ramp
-    assert next_ramp(BootRamp(), s, created=4, failed=0) == BootRamp()
-    assert next_ramp(BootRamp(), s, created=5, failed=0) == BootRamp(20)
+    assert next_ramp(ramp, s) == ramp
+    trickle = next_ramp(BootRamp(), s, accepted=_ids("t", 4), booting=())
+    assert trickle == BootRamp() and next_ramp(trickle, s, confirmed=_ids("t", 4), booting=()) == BootRamp()
+    half = next_ramp(BootRamp(), s, accepted=_ids("h", 5), booting=())
+    assert next_ramp(half, s, confirmed=_ids("h", 5), booting=()) == BootRamp(20)
+
+
+def test_a_round_counts_once_all_of_it_is_confirmed_in_whichever_later_cycles() -> None:
+    s = _settings(initial_parallel_boots=8, max_parallel_boots=64)
+    ramp = next_ramp(BootRamp(), s, accepted=_ids("a", 8), booting=())
+    ramp = next_ramp(ramp, s, confirmed=_ids("a", 5), booting=["a5", "a6", "a7"])
+    assert parallel_limit(ramp, s) == 8 and ramp.rounds[0].waiting == {"a5", "a6", "a7"}
+    ramp = next_ramp(ramp, s, booting=None)  # the cloud could not be listed: nothing is dropped
+    assert ramp.rounds[0].waiting == {"a5", "a6", "a7"}
+    # confirmations seen again (every cycle lists the ACTIVE VMs) count once: the round is gone after growth
+    ramp = next_ramp(ramp, s, confirmed=_ids("a", 8), booting=())
+    assert ramp == BootRamp(16)
+    assert next_ramp(ramp, s, confirmed=_ids("a", 8), booting=()) == ramp
+
+
+def test_an_accepted_then_error_create_never_makes_the_limit_grow() -> None:
+    """Nova's conductor puts creates its API accepted in ERROR (quota): the round never counts, the limit halves."""
+    s = _settings(initial_parallel_boots=8, max_parallel_boots=64)
+    ramp = next_ramp(BootRamp(), s, accepted=_ids("a", 8), booting=())
+    assert parallel_limit(ramp, s) == 8
+    # two became ACTIVE, six went to ERROR (the engine counts those as failed boots): halved, rounds forgotten
+    after = next_ramp(ramp, s, confirmed=["a0", "a1"], failed=6, booting=())
+    assert after == BootRamp(4)
+    # even the ERROR seen after the others were confirmed: no growth before, a halving when it is seen
+    ramp = next_ramp(ramp, s, confirmed=_ids("a", 7), booting=["a7"])
+    assert parallel_limit(ramp, s) == 8
+    assert next_ramp(ramp, s, failed=1, booting=()) == BootRamp(4)
+    # a VM of the round that went without a failure (deleted, forgotten) leaves the round unproven: dropped
+    dropped = next_ramp(ramp, s, booting=())
+    assert dropped == BootRamp(None) and next_ramp(dropped, s, confirmed=["a7"], booting=()) == BootRamp(None)
+
+
+def test_a_change_of_the_limit_forgets_the_rounds_asked_at_the_old_one() -> None:
+    s = _settings(initial_parallel_boots=8, max_parallel_boots=64)
+    ramp = next_ramp(BootRamp(), s, accepted=_ids("a", 4), booting=())
+    ramp = next_ramp(ramp, s, accepted=_ids("b", 4), booting=_ids("a", 4))
+    assert len(ramp.rounds) == 2
+    ramp = next_ramp(ramp, s, confirmed=_ids("a", 4), booting=_ids("b", 4))
+    assert ramp == BootRamp(16)  # round a doubled it; round b, asked at 8, cannot double 16 when confirmed
+    assert next_ramp(ramp, s, confirmed=_ids("b", 4), booting=()) == BootRamp(16)
 
 
 def test_ramp_halves_on_any_failed_boot_down_to_one() -> None:
     s = _settings(initial_parallel_boots=10, max_parallel_boots=200)
     ramp = BootRamp(160)
     seen = []
-    for _ in range(9):
-        ramp = next_ramp(ramp, s, created=5, failed=1)  # some succeeded, one was refused: still halves
+    for k in range(9):
+        # some creates were accepted, one was refused: still halves
+        ramp = next_ramp(ramp, s, accepted=_ids(f"c{k}-", 100), failed=1, booting=())
         seen.append(ramp.limit)
+        assert ramp.rounds == ()
     assert seen == [80, 40, 20, 10, 5, 2, 1, 1, 1]
 
 
@@ -80,20 +131,23 @@ def test_the_boot_budget_follows_the_ramp_and_names_it() -> None:
     assert decide(ClusterView(0.0, (), _jobs(400), ramp=BootRamp(80)), _settings(max_parallel_boots=30)).boots == 30
 
 
-def test_a_burst_of_hundreds_reaches_the_maximum_in_a_few_cycles() -> None:
-    """400 four-core jobs, 100 VMs needed, none joins meanwhile: the limit counts VMs booting at once (10, 20, 40,
-    80, 160), so the cycles boot 10 + 10 + 20 + 40 + 20: five cycles (25 s at the default interval; the fixed
-    cap of 10 needed ten boot times)."""
+def test_a_burst_of_hundreds_reaches_the_maximum_in_a_few_confirmations() -> None:
+    """400 four-core jobs, 100 VMs needed, none joins meanwhile, each listed ACTIVE by the cloud one cycle after
+    its create: the limit counts VMs booting at once (10, 20, 40, 80, 160) and doubles when a round is confirmed,
+    so the cycles boot 10, -, 10, -, 20, -, 40, -, 20: four confirmations (the fixed cap of 10 needed ten boot
+    times)."""
     s = _settings(max_workers=100)
     ramp, booting, cycles, per_cycle = BootRamp(), 0, 0, []
+    asked: list[str] = []
     while booting < 100 and cycles < 20:
         plan = decide(ClusterView(0.0, tuple(_w(f"b{i}", S.BOOTING) for i in range(booting)), _jobs(400, 4),
                                   ramp=ramp), s)  # fmt: skip
+        confirmed, asked = asked, [f"b{i}" for i in range(booting, booting + plan.boots)]
         booting += plan.boots
         per_cycle.append(plan.boots)
-        ramp = next_ramp(ramp, s, plan.boots, 0)
+        ramp = next_ramp(ramp, s, accepted=asked, confirmed=confirmed, booting=[f"b{i}" for i in range(booting)])
         cycles += 1
-    assert per_cycle == [10, 10, 20, 40, 20]
+    assert per_cycle == [10, 0, 10, 0, 20, 0, 40, 0, 20]
 
 
 # -- consolidation -------------------------------------------------------------------------------------------

@@ -58,8 +58,8 @@ class PolicySection(_Strict):
     #: workers never exceeded, booting ones included (the project quota may stop marea earlier)
     max_workers: Annotated[int, Field(ge=0)] = 10
     #: workers booting at the same time, at most: the bound of the adaptive limit, which starts at
-    #: initial_parallel_boots, doubles after each cycle whose creates all succeeded and halves after a failed
-    #: boot (an error, a 429, a quota answer)
+    #: initial_parallel_boots, doubles once a cycle's creates (at least half of it) are all confirmed by the
+    #: cloud (listed ACTIVE, or joined) and halves after a failed boot (an error, a 429, a quota answer, ERROR)
     max_parallel_boots: Annotated[int, Field(ge=1)] = 200
     #: where the adaptive parallel-boot limit starts (it is kept in the state database across restarts)
     initial_parallel_boots: Annotated[int, Field(ge=1)] = 10

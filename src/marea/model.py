@@ -191,13 +191,31 @@ class PolicySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class BootRound:
+    """One cycle's creates that the cloud accepted, judged together once the cloud has confirmed them all.
+
+    Why kept: Nova accepts a create and may put the server in ERROR a moment later (its conductor rechecks the
+    quota), so an accepted create proves nothing yet. `size` is how many creates the cycle had accepted,
+    `waiting` the instance ids not confirmed yet (seen ACTIVE by the cloud, or joined).
+    """
+
+    size: int
+    waiting: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
 class BootRamp:
     """The adaptive parallel-boot limit as the last cycles left it. Kept in the store: a restart keeps it.
 
-    `limit` None: no cycle has moved it yet, the policy starts from `initial_parallel_boots`.
+    `limit` None: no cycle has moved it yet, the policy starts from `initial_parallel_boots`. `rounds`: the
+    rounds of creates asked at the current limit whose confirmation is still awaited (marea.policy.ramp); they
+    are in the store with the limit (one write, at the end of each cycle), so a restart neither counts a
+    confirmation twice nor forgets a round; a crash within the cycle that asked a round loses only that round,
+    which can delay a doubling, never cause one.
     """
 
     limit: int | None = None
+    rounds: tuple[BootRound, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,7 +149,7 @@ class FakeCluster(FakeKube):
         self._valid: set[str] = set()
         self.lock = threading.Lock()
         #: called with the node's name just before a Node is deleted (a test checks what still exists then)
-        self.on_node_delete: Callable[[str], None] | None = None
+        self.on_node_delete: Callable[[str], object] | None = None  # its result is not used
         #: called with the node's name when a Node is patched, before the patch applies (the scheduler's race)
         self.on_node_patch: Callable[[str], None] | None = None
         self.objects[("namespaces", "", "kube-system")] = {"metadata": {"name": "kube-system"}}

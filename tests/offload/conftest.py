@@ -26,6 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.offload.fake_kube import FakeKube
+
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "offload"
 BUSYBOX = "docker.io/library/busybox:latest"
@@ -283,6 +285,29 @@ def local_server(tmp_path: Path, podman_image: str) -> Iterator[Server]:
     server = Server(tmp_path, LOCAL_TOML).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def fake_kube() -> Iterator[FakeKube]:
+    fake = FakeKube().start()
+    yield fake
+    fake.stop()
+
+
+def kube_toml(tmp_path: Path, fake_kube: FakeKube, extra: str = "", kubeconfig_text: str | None = None) -> str:
+    """The `kubernetes` backend's config against the stand-in, its kubeconfig (the stand-in's own unless
+    `kubeconfig_text` is given) written under tmp_path; `extra`: more lines of [offload.kubernetes]."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(fake_kube.kubeconfig() if kubeconfig_text is None else kubeconfig_text)
+    return f"""
+[offload]
+backend = "kubernetes"
+socket = "@SOCK@"
+state_dir = "@STATE@"
+refresh_s = 0.2
+[offload.kubernetes]
+kubeconfig = "{kubeconfig}"
+{extra}"""
 
 
 def _slurm(cmd: str) -> None:

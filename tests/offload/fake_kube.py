@@ -12,7 +12,7 @@ import asyncio
 import json
 import socket
 import threading
-from typing import Any
+from typing import Any, Self
 
 import uvicorn
 from starlette.applications import Starlette
@@ -53,7 +53,7 @@ class FakeKube:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self) -> FakeKube:
+    def start(self) -> Self:
         self.thread.start()
         while not self.server.started:
             threading.Event().wait(0.02)

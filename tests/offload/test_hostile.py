@@ -14,11 +14,10 @@ import json
 import subprocess
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.offload.conftest import PODMAN, Server, all_terminated, podman_containers, simple_pod, wait_for
+from tests.offload.conftest import PODMAN, Server, all_terminated, kube_toml, podman_containers, simple_pod, wait_for
 from tests.offload.fake_kube import FakeKube
 from tests.offload.hostile import MARK, assert_all_refused, assert_nothing_escaped, files_under, send_corpus
 
@@ -65,26 +64,8 @@ def test_option_looking_args_stay_arguments(local_server: Server) -> None:
     assert local_server.delete(req["pod"]).status_code == 200
 
 
-@pytest.fixture
-def fake_kube() -> Any:
-    fake = FakeKube().start()
-    yield fake
-    fake.stop()
-
-
 def test_hostile_corpus_kubernetes(tmp_path: Path, fake_kube: FakeKube) -> None:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(fake_kube.kubeconfig())
-    toml = f"""
-[offload]
-backend = "kubernetes"
-socket = "@SOCK@"
-state_dir = "@STATE@"
-refresh_s = 0.2
-[offload.kubernetes]
-kubeconfig = "{kubeconfig}"
-"""
-    server = Server(tmp_path, toml).start()
+    server = Server(tmp_path, kube_toml(tmp_path, fake_kube)).start()
     try:
         before_files = files_under(tmp_path)
         answers = send_corpus(server)

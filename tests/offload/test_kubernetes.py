@@ -26,7 +26,7 @@ import pytest
 from marea.config import OffloadKubernetesSection
 from marea.offload.backends.kubetranslate import MANAGED, remote_name, translate
 from marea.offload.wire import WireError, parse_create
-from tests.offload.conftest import Server, load_create, states, wait_for
+from tests.offload.conftest import Server, kube_toml, load_create, states, wait_for
 from tests.offload.fake_kube import FakeKube
 
 K8S_VERSION = "1.30.0"
@@ -99,27 +99,8 @@ def test_names_and_namespaces() -> None:
 
 
 @pytest.fixture
-def fake_kube() -> Iterator[FakeKube]:
-    fake = FakeKube().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def kube_server(tmp_path: Path, fake_kube: FakeKube) -> Iterator[Server]:
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(fake_kube.kubeconfig())
-    toml = f"""
-[offload]
-backend = "kubernetes"
-socket = "@SOCK@"
-state_dir = "@STATE@"
-refresh_s = 0.2
-[offload.kubernetes]
-kubeconfig = "{kubeconfig}"
-namespace_prefix = "tenant-"
-node_selector = {{ pool = "offload" }}
-"""
+    toml = kube_toml(tmp_path, fake_kube, 'namespace_prefix = "tenant-"\nnode_selector = { pool = "offload" }\n')
     server = Server(tmp_path, toml).start()
     yield server
     server.stop()
@@ -304,20 +285,10 @@ def test_embedded_key_files_do_not_outlive_the_server(
     doc = json.loads(fake_kube.kubeconfig())
     doc["users"][0]["user"].update({"client-certificate-data": cert, "client-key-data": key})
     doc["clusters"][0]["cluster"]["certificate-authority-data"] = ca
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps(doc))
     private_tmp = tmp_path / "tmpdir"
     private_tmp.mkdir()
     monkeypatch.setenv("TMPDIR", str(private_tmp))
-    toml = f"""
-[offload]
-backend = "kubernetes"
-socket = "@SOCK@"
-state_dir = "@STATE@"
-[offload.kubernetes]
-kubeconfig = "{kubeconfig}"
-"""
-    server = Server(tmp_path, toml).start()
+    server = Server(tmp_path, kube_toml(tmp_path, fake_kube, kubeconfig_text=json.dumps(doc))).start()
     try:
         req = load_create(str(uuid.uuid4()))
         assert server.create(req).status_code == 200  # the backend is up and talking (http: no TLS here)

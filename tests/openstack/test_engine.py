@@ -117,8 +117,8 @@ def test_engine_scales_workers_up_from_demand_with_ownership_and_join_parameters
         in_use = [ip for ip in project_fips(demo) if ip.port_id]
         assert len([ip for ip in in_use if demo.network.get_port(ip.port_id).device_id == st.master.cloud_id]) == 1
         engine.cloud.close()
-        report = maker.destroy()
-        assert report.servers == 4
+        destroyed = maker.destroy()
+        assert destroyed.servers == 4
         assert workers(demo, cluster_name) == []
     finally:
         purge(demo, cluster_name)

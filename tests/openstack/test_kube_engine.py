@@ -24,7 +24,7 @@ from marea.config import parse_config
 from marea.engine.reconciler import Reconciler
 from marea.engine.store import Store
 from marea.model import ActionKind, InstanceState
-from tests.kube.conftest import Pki, make_ca, server_cert, write_kubeconfig
+from tests.kube.conftest import Pki, make_pki, serving, write_kubeconfig
 from tests.kube.fake_cluster import FakeCluster
 
 from .conftest import OpenStackTestbed, purge, wait_for
@@ -46,20 +46,13 @@ JOIN = re.compile(
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    d = tmp_path_factory.mktemp("pki")
-    pem = make_ca(d)
-    cert, key = server_cert(d)
-    return Pki(pem, str(d / "ca-rsa.crt"), cert, key)
+    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture
 def fake(pki: Pki) -> Iterator[FakeCluster]:
-    api = FakeCluster((pki.cert, pki.key, pki.ca_file)).start()
-    try:
+    with serving(pki) as api:
         yield api
-        assert api.invalid == [], "objects failed the official schemas"
-    finally:
-        api.stop()
 
 
 def test_pods_boot_servers_that_join_then_drain_and_go_node_first(

@@ -123,6 +123,7 @@ def test_instant_levels_with_boot_times() -> None:
     assert r.vm_hours == pytest.approx(1890 / 3600)
     assert r.idle_vm_hours == pytest.approx(840 / 3600)
     assert r.boots == 2
+    assert r.booting_vm_hours == pytest.approx(2 * 420 / 3600)
 
 
 def test_instant_keeps_a_vm_through_a_gap_shorter_than_a_boot() -> None:
@@ -141,6 +142,7 @@ def test_instant_minimum_workers_are_there_from_the_start() -> None:
     r = instant(make_trace((0.0, 1000.0)), Flavour("w", 4, 8000), 2, 100, 420.0)
     assert r.vm_hours == pytest.approx(2000 / 3600)
     assert r.idle_vm_hours == pytest.approx(1000 / 3600)
+    assert r.min_idle_vm_hours == pytest.approx(1000 / 3600)  # the idle one is the minimum's
     assert r.boots == 0
 
 

@@ -35,6 +35,7 @@ from marea.engine.metrics import NullRecorder, Recorder
 from marea.engine.store import DecisionRecord, InstanceRecord, Store
 from marea.lifecycle import Batch, Cloud, Rule, Transition, observe
 from marea.model import (
+    STARTING_STATES,
     Action,
     ActionKind,
     BootFailures,
@@ -56,8 +57,6 @@ log = logging.getLogger("marea.engine")
 ABSENT_GRACE_S = 120.0
 #: the store's key for the absent-since timers
 ABSENT_SINCE_KEY = "absent_since"
-#: the store's key for the adaptive parallel-boot limit (marea.policy.ramp)
-RAMP_KEY = "boot_ramp"
 NO_ROOM = Resources(0.0, 0.0, 0)
 
 
@@ -122,8 +121,12 @@ class Reconciler:
         }
         self.absent_grace_s = absent_grace_s
         self._redrain_checked = False
-        #: this cycle's creates that succeeded and boots that failed: what the ramp learns from
-        self._created = 0
+        #: what the ramp learns from this cycle (marea.policy.ramp): the creates the cloud accepted, the
+        #: instances it saw confirmed (ACTIVE in the cloud, or joined) and still booting (None: nothing was
+        #: observed), and the failed boots
+        self._accepted: list[str] = []
+        self._confirmed: set[str] = set()
+        self._booting: set[str] | None = None
         self._failed = 0
         #: observer of the events below (metrics); it does no I/O of the cycle's and never decides
         self.recorder: Recorder = recorder or NullRecorder()
@@ -275,7 +278,7 @@ class Reconciler:
             assert rec_or_none is not None
             if result.vm is not None:
                 self.recorder.booted(1)
-                self._created += 1
+                self._accepted.append(result.spec.instance_id)  # accepted, not confirmed: Nova may ERROR it
                 self.store.set_state(
                     rec_or_none,
                     InstanceState.BOOTING,
@@ -325,7 +328,7 @@ class Reconciler:
     def cycle(self) -> CycleReport:
         now = self.clock()
         report = CycleReport(now)
-        self._created = self._failed = 0
+        self._accepted, self._confirmed, self._booting, self._failed = [], set(), None, 0
         try:
             return self._cycle(now, report)
         finally:
@@ -333,19 +336,33 @@ class Reconciler:
             self._update_ramp(now)
 
     def ramp(self) -> BootRamp:
-        limit = self.store.get_json(RAMP_KEY, None)
-        return BootRamp(None if limit is None else int(limit))
+        return self.store.boot_ramp()
 
     def _update_ramp(self, now: float) -> None:
-        """The policy's ramp rule applied to this cycle's outcomes; kept in the store, a halving is a decision."""
+        """The policy's ramp rule applied to this cycle's outcomes; kept in the store (the limit and its rounds
+        in one write), a halving is a decision."""
         old = self.ramp()
-        new = next_ramp(old, self.settings, self._created, self._failed)
+        new = next_ramp(old, self.settings, accepted=self._accepted, confirmed=self._confirmed,
+                        failed=self._failed, booting=self._booting)  # fmt: skip
         if new == old:
             return
-        self.store.put_json(RAMP_KEY, new.limit)
-        if self._failed:
+        self.store.put_boot_ramp(new)
+        if self._failed and new.limit != old.limit:
             self._decision(now, "ramp", f"parallel-boot limit halved to {new.limit} after {self._failed} failed "
                            "boot(s)")  # fmt: skip
+
+    def _note_confirmed(self, observed: list[InstanceRecord], vms: dict[str, CloudVM]) -> None:
+        """Which instances the cloud confirmed (listed ACTIVE) or the batch system shows joined, and which are
+        still on their way: the ramp grows only on confirmed boots, never on a create the cloud merely accepted."""
+        self._booting = set()
+        for rec in observed:
+            if rec.state in (InstanceState.FAILED, InstanceState.GONE):
+                continue
+            vm = vms.get(rec.id)
+            if rec.joined_at is not None or (vm is not None and vm.status is VMStatus.ACTIVE):
+                self._confirmed.add(rec.id)
+            elif rec.state in STARTING_STATES:
+                self._booting.add(rec.id)
 
     def _note_retries(self, now: float) -> None:
         """The driver's retries of this cycle, as one decision and a running total."""
@@ -377,6 +394,7 @@ class Reconciler:
         vm_by_iid = {vm.instance_id: vm for vm in vms if vm.instance_id}
         observed = [self._observe_one(r, vm_by_iid.get(r.id), snap.workers.get(r.id), now) for r in records]
         live = {r.id: r for r in observed if r.state is not InstanceState.GONE}
+        self._note_confirmed(observed, vm_by_iid)
 
         # Finish what an earlier life of the engine started: deletes in progress, drains maybe never sent.
         for rec in list(live.values()):

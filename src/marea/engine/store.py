@@ -34,7 +34,10 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 
 from marea.lifecycle import check_move
-from marea.model import BootFailures, InstanceState
+from marea.model import BootFailures, BootRamp, BootRound, InstanceState
+
+#: the key of the adaptive parallel-boot limit and its rounds in flight (marea.policy.ramp)
+RAMP_KEY = "boot_ramp"
 
 metadata = MetaData()
 
@@ -307,6 +310,22 @@ class Store:
             "boot_failures",
             {"consecutive": f.consecutive, "last_at": f.last_at, "last_reason": f.last_reason},
         )
+
+    def boot_ramp(self) -> BootRamp:
+        """The adaptive parallel-boot limit and its rounds in flight (marea.policy.ramp); a store written before
+        rounds existed holds the bare limit (or nothing), read as a ramp with no round in flight."""
+        d = self.get_json(RAMP_KEY, None)
+        if d is None or isinstance(d, int):
+            return BootRamp(d)
+        rounds = tuple(BootRound(int(r["size"]), frozenset(str(i) for i in r["waiting"])) for r in d.get("rounds", []))
+        limit = d.get("limit")
+        return BootRamp(None if limit is None else int(limit), rounds)
+
+    def put_boot_ramp(self, ramp: BootRamp) -> None:
+        """One write for the limit and its rounds: a crash keeps both or neither, so a confirmation is never
+        counted twice."""
+        rounds = [{"size": r.size, "waiting": sorted(r.waiting)} for r in ramp.rounds]
+        self.put_json(RAMP_KEY, {"limit": ramp.limit, "rounds": rounds})
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

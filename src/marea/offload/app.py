@@ -250,5 +250,5 @@ def create_app(service: OffloadService, token: str | None = None, max_body: int 
     app.add_route("/metrics", metrics, methods=["GET"])
     # /status (and its `[]` ping) is served by StatusFastPath, outside FastAPI's middleware stack: on the hot
     # path every layer counts
-    outer: ASGIApp = StatusFastPath(app, service, max_body)  # type: ignore[arg-type]
+    outer: ASGIApp = StatusFastPath(app, service, max_body)
     return BearerAuth(outer, token) if token else outer

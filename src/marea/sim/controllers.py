@@ -10,6 +10,7 @@ import math
 from typing import Protocol
 
 from marea.model import (
+    STARTING_STATES,
     ActionKind,
     BootFailures,
     BootRamp,
@@ -139,17 +140,20 @@ class MareaController:
         now = cluster.now
         self.calls += 1
         self._note_joins(cluster)
+        confirmed, booting = self._boot_outcomes(cluster)  # observed before acting, as the engine does
         plan = decide(self.view(cluster), self.settings)
         acted = False
-        created = failed = 0
+        accepted: list[str] = []
+        failed = 0
         for action in plan.actions:
             if action.kind is ActionKind.BOOT:
                 flavour = self._flavours[action.flavour or self.settings.flavours[0].name]
                 for _ in range(action.count):
-                    if cluster.boot(flavour, action.group) is None:
+                    w = cluster.boot(flavour, action.group)
+                    if w is None:
                         failed += 1  # the cloud refused it (quota): the ramp halves, as in the engine
                     else:
-                        created += 1
+                        accepted.append(w.id)
                 acted = acted or action.count > 0
             elif action.kind is ActionKind.RESUME:
                 w = cluster.workers.get(action.instance_id or "")
@@ -168,7 +172,8 @@ class MareaController:
                     if action.failed_boot:
                         failed += 1
                         self.failures = BootFailures(self.failures.consecutive + 1, now, action.reason)
-        self.ramp = next_ramp(self.ramp, self.settings, created, failed)
+        self.ramp = next_ramp(self.ramp, self.settings, accepted=accepted, confirmed=confirmed, failed=failed,
+                              booting=booting)  # fmt: skip
         cluster.changed = False
         if self.every_tick or acted:
             self._next = self._tick_after(now)
@@ -188,6 +193,23 @@ class MareaController:
         w.state_since = now
         cluster.changed = True
         cluster.schedule(only=w)
+
+    def _boot_outcomes(self, cluster: SimCluster) -> tuple[set[str], set[str]]:
+        """The ramp's rounds' VMs that joined (confirmed: the simulated cloud has no ACTIVE before the join, so
+        its confirmation is the join) and those still booting, as the engine observes them. Only the rounds'
+        VMs are looked at: the others do not matter to the ramp, and a trace has thousands."""
+        confirmed: set[str] = set()
+        booting: set[str] = set()
+        for r in self.ramp.rounds:
+            for iid in r.waiting:
+                w = cluster.workers.get(iid)
+                if w is None or w.deleted_at is not None:
+                    continue
+                if w.joined:
+                    confirmed.add(iid)
+                elif w.state in STARTING_STATES:
+                    booting.add(iid)
+        return confirmed, booting
 
     def _note_joins(self, cluster: SimCluster) -> None:
         """A VM that joined resets the consecutive-failure count, as the engine does on a successful boot."""

@@ -89,18 +89,26 @@ def oracle(
     """The lower bound as a result row: VM-hours no policy goes below; its idle part is what is not work."""
     vm_s, work_s = lower_bound_s(trace, flavour, min_workers, boot_time_s + boot_price_s)
     boots = 1 if min_workers == 0 and vm_s > 0 else 0
+    return _zero_wait_result("oracle", vm_s, vm_s - work_s, len(trace.jobs), boots, boot_time_s + boot_price_s)
+
+
+def _zero_wait_result(
+    name: str, vm_s: float, idle_s: float, jobs: int, boots: int, boot_cost_s: float, min_idle_s: float = 0.0
+) -> PolicyResult:
+    """A yardstick's result row: no waits, every job started, no failed boot; times in seconds, the row in hours."""
     return PolicyResult(
-        name="oracle",
+        name=name,
         vm_hours=vm_s / 3600.0,
-        idle_vm_hours=max(0.0, vm_s - work_s) / 3600.0,
+        idle_vm_hours=max(0.0, idle_s) / 3600.0,
         wait_p50_s=0.0,
         wait_p95_s=0.0,
         wait_max_s=0.0,
-        jobs=len(trace.jobs),
+        jobs=jobs,
         jobs_never_started=0,
         boots=boots,
         failed_boots=0,
-        booting_vm_hours=boots * (boot_time_s + boot_price_s) / 3600.0,
+        booting_vm_hours=boots * boot_cost_s / 3600.0,
+        min_idle_vm_hours=min_idle_s / 3600.0,
     )
 
 
@@ -145,7 +153,7 @@ def instant(
 ) -> PolicyResult:
     """The instant cluster (see the module doc): VM-hours of zero waits (delays only beyond max_workers)."""
     if not trace.jobs:
-        return PolicyResult("instant", 0.0, 0.0, 0.0, 0.0, 0.0, 0, 0, 0, 0)
+        return _zero_wait_result("instant", 0.0, 0.0, 0, 0, 0.0)
     times, deltas = _deltas(trace.jobs)
     served = _served_levels(times, deltas, flavour, max_workers)
     start, end = served[0][0], served[-1][0]
@@ -182,17 +190,4 @@ def instant(
     for k in list(since):
         busy_s += end - since.pop(k)
     vm_s = busy_s + extra_s
-    return PolicyResult(
-        name="instant",
-        vm_hours=vm_s / 3600.0,
-        idle_vm_hours=max(0.0, vm_s - loaded_s) / 3600.0,
-        wait_p50_s=0.0,
-        wait_p95_s=0.0,
-        wait_max_s=0.0,
-        jobs=len(trace.jobs),
-        jobs_never_started=0,
-        boots=boots,
-        failed_boots=0,
-        booting_vm_hours=boots * boot_cost / 3600.0,
-        min_idle_vm_hours=idle_min_s / 3600.0,
-    )
+    return _zero_wait_result("instant", vm_s, vm_s - loaded_s, len(trace.jobs), boots, boot_cost, idle_min_s)

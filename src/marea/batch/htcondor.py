@@ -178,7 +178,8 @@ class HTCondorBatch(BatchSystem):
             return frozenset(ids)
 
         try:
-            return self._call("reading the idle job ids", read)
+            ids: frozenset[str] = self._call("reading the idle job ids", read)
+            return ids
         except BatchError:
             self._schedds = None  # the schedd may have moved (restarted on another port): ask the collector again
             raise

@@ -54,7 +54,8 @@ DRAIN_STARTED = "marea.io/drain-started"
 DRAIN_REASON = "marea.io/drain-reason"
 NOT_FINISHED = "status.phase!=Succeeded,status.phase!=Failed"
 #: the queue watch's pods: Pending and bound to no Node, filtered by the API server (a scheduled pod, PodScheduled
-#: True, has its spec.nodeName set, so it never crosses the wire; the scheduler's own informer uses the same filter)
+#: True, has its spec.nodeName set, so it never crosses the wire; cluster-autoscaler's unschedulable-pod lister
+#: selects on an empty spec.nodeName too)
 UNBOUND_PENDING = "status.phase=Pending,spec.nodeName="
 
 

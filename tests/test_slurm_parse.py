@@ -87,3 +87,15 @@ def test_a_pending_job_array_is_demand_for_each_task_up_to_its_throttle() -> Non
 def test_array_task_strings(text: str, limit: int, tasks: int) -> None:
     job = {"array_task_string": text, "array_max_tasks": {"set": bool(limit), "infinite": False, "number": limit}}
     assert array_tasks(job) == tasks
+
+
+def test_a_node_just_resumed_awaits_its_ping_and_is_not_lost() -> None:
+    """`scontrol update state=RESUME` leaves the node NOT_RESPONDING until slurmctld's ping is answered ("idle*"):
+    for a node the driver just resumed that flag alone is not a loss (its room is real); DOWN still is."""
+    node = {"name": "n1", "features": "marea", "state": "idle", "state_flags": ["NOT_RESPONDING"], "cpus": 2,
+            "alloc_cpus": 0, "real_memory": 2000, "alloc_memory": 0}  # fmt: skip
+    assert parse_workers({"nodes": [node]}, "marea")["n1"].lost
+    w = parse_workers({"nodes": [node]}, "marea", frozenset({"n1"}))["n1"]
+    assert not w.lost and w.free == Resources(2, 2000)
+    down = {**node, "state": "down"}
+    assert parse_workers({"nodes": [down]}, "marea", frozenset({"n1"}))["n1"].lost

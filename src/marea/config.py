@@ -46,7 +46,8 @@ class EngineSection(_Strict):
     #: or collector forgets its workers for a while: keep it above their re-registration time)
     absent_grace_s: PositiveSeconds = 120.0
     #: between two cycles, ask the batch system this often for the ids of its queued jobs (one light call: Slurm
-    #: `squeue --states=PENDING --format=%i`); a new one starts the next cycle at once. 0: off
+    #: `squeue --states=PENDING --format=%i`, HTCondor an id-only query of the idle jobs, Kubernetes a LIST of
+    #: the unbound pending pods); a new one starts the next cycle at once. 0: off
     watch_interval_s: Annotated[float, Field(ge=0, le=300)] = 1.0
     #: where `marea run` writes its log lines (stderr when empty)
     log_file: str = ""

@@ -115,6 +115,42 @@ def test_demand_groups_big_jobs_and_reports_unsatisfiable_ones_with_their_reason
         b.close()
 
 
+def test_the_queue_watch_reads_the_idle_jobs_of_its_pool_and_nothing_else(condor: CondorTestbed) -> None:
+    """`pending_jobs`, the queue watch's light call: one schedd query (after the first, which finds the schedd
+    through the collector), the idle jobs of `job_constraint` by id. A job of another pool, a held, a removed
+    and a running job are not pending."""
+    b = plugin(condor, batch="pw")
+    try:
+        before = b.pending_jobs()
+        assert before is not None and not {i for i in before if "pw" in i}
+        nowhere = 'MareaWorker =?= "nowhere"'  # these stay idle whatever worker joins
+        ids = condor.submit(4, 300, batch="pw", requirements=nowhere)
+        other = condor.submit(1, 300, batch="pw-other", requirements=nowhere)
+        got = b.pending_jobs()
+        assert got is not None and {i.split("#")[1] for i in got} == set(ids), got
+        assert all(i.split("#")[0] for i in got)  # the schedd's name keeps two schedds' job 1.0 apart
+
+        def act(action: str, job: str) -> None:
+            cluster, proc = job.split(".")
+            condor.call(lambda h: condor.schedd(h).act(getattr(h.JobAction, action),
+                                                       f"ClusterId == {cluster} && ProcId == {proc}"))  # fmt: skip
+
+        act("Hold", ids[0])
+        act("Remove", ids[1])
+        act("Remove", ids[3])
+        # a job of the pool that runs: a worker only it may run on
+        [runs] = condor.submit(1, 300, batch="pw", requirements='MareaWorker == "lw1"')
+        condor.start_vm("lw1", 58)
+        wait_until("the job running on lw1", lambda: condor.jobs([runs])[runs]["JobStatus"] == 2, 60)
+        got = b.pending_jobs()
+        assert got is not None and {i.split("#")[1] for i in got} == {ids[2]}, got
+        assert other[0] not in {i.split("#")[1] for i in got}
+    finally:
+        condor.power_off("lw1")
+        condor.remove_jobs('JobBatchName == "pw" || JobBatchName == "pw-other"')
+        b.close()
+
+
 def _drain_state(condor: CondorTestbed, b: Any, job: str) -> str:
     """What the plugin, the collector and the schedd say about a drain that does not end (for a failure)."""
     slots = [

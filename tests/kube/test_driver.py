@@ -5,11 +5,13 @@ reads the whole state in two LIST calls."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
 
 from marea.batch.base import BatchError
+from marea.engine.watch import QueueWatch
 from marea.model import Flavour
 from tests.kube.conftest import Api
 from tests.offload.fake_kube import TOKEN
@@ -73,4 +75,46 @@ def test_an_unreachable_api_is_one_short_line(api: Api) -> None:
     with pytest.raises(BatchError) as err:
         batch.snapshot(FLAVOURS)
     assert str(err.value) == "kubernetes: list pods failed: MaxRetryError (NewConnectionError)"
+    batch.close()
+
+
+def test_the_queue_watch_sees_only_unschedulable_pods_in_one_filtered_list(api: Api) -> None:
+    """`pending_jobs` (the queue watch's light call): one LIST, filtered on the server to unbound pending pods and
+    served from the watch cache; only pods the scheduler gave up on count. A pod pending on a Node (images being
+    pulled: PodScheduled True) is not new demand, nor is one not yet considered, nominated, or ignored."""
+    fake, batch = api.fake, api.batch(ignored_namespaces=["kube-system"])
+    assert fake.register_node("kc-abc123", "kc", "m1.big", TOKEN) == 201
+    fake.requests.clear()
+    assert batch.pending_jobs() == frozenset()
+    wanted = fake.add_pod("jobs", "wanted", "2", "1Gi")
+    fake.add_pod("jobs", "fresh", unschedulable=False)  # the scheduler has not tried it yet
+    fake.add_pod("kube-system", "sys", "1", "1Gi")  # an ignored namespace
+    nominated = fake.add_pod("jobs", "nominated", "1", "1Gi")
+    nominated["status"]["nominatedNodeName"] = "kc-abc123"  # preemption makes room for it there
+    pulling = fake.add_pod("jobs", "pulling", "1", "1Gi", unschedulable=False)
+    pulling["spec"]["nodeName"] = "kc-abc123"  # bound; its kubelet is pulling the image: still Pending
+    scheduled = {"type": "PodScheduled", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}
+    pulling["status"]["conditions"] = [scheduled]
+    fake.add_pod("jobs", "running", "1", "1Gi", unschedulable=False)
+    fake.bind("jobs", "running", "kc-abc123")
+    assert batch.pending_jobs() == {wanted["metadata"]["uid"]}
+    lists = [q for m, p, q in fake.requests if m == "GET" and p == "/api/v1/pods"]
+    assert len(fake.requests) == 2 and len(lists) == 2
+    assert "fieldSelector=status.phase%3DPending%2Cspec.nodeName%3D" in lists[-1] and "resourceVersion=0" in lists[-1]
+    fake.bind("jobs", "wanted", "kc-abc123")  # scheduled after all: no longer pending
+    assert batch.pending_jobs() == frozenset()
+    batch.close()
+
+
+def test_a_new_unschedulable_pod_wakes_the_engine_between_cycles(api: Api) -> None:
+    """The engine's QueueWatch on this driver: the first poll is the baseline; a pod marked Unschedulable after it
+    ends the wait at the next poll, long before the cycle's deadline (60 s here)."""
+    fake, batch = api.fake, api.batch()
+    watch = QueueWatch(batch, 0.05)
+    stop = threading.Event()
+    watch.wait(stop, time.monotonic() + 0.2)  # no pod: waits out the deadline, polling
+    assert watch.polls >= 1 and watch.wakes == 0
+    fake.add_pod("jobs", "p", "1", "1Gi")
+    watch.wait(stop, time.monotonic() + 60)
+    assert watch.wakes == 1 and watch.every_s == 0.05
     batch.close()

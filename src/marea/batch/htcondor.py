@@ -44,6 +44,8 @@ SLOT_PROJECTION = [
 _AC_STRIDE = 1 << 40
 #: the job attributes needed when the job's autocluster gives the rest
 JOB_PROJECTION = ["ClusterId", "ProcId", "JobStatus", "QDate", "AutoClusterId"]
+#: what the queue watch reads of each idle job: its id, nothing else
+ID_PROJECTION = ["ClusterId", "ProcId"]
 
 
 _MACHINE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
@@ -87,6 +89,8 @@ class HTCondorBatch(BatchSystem):
         self._matcher: Matcher | None = None
         self._matcher_key: tuple[Any, ...] = ()
         self._drains_sent: dict[str, str] = {}
+        #: the schedd ads the last snapshot found: the queue watch asks them directly, not the collector first
+        self._schedds: list[Any] | None = None
 
     # -- bindings helpers (always called through self.runner) ----------------------------------------------
     def _collector(self) -> Any:
@@ -125,14 +129,16 @@ class HTCondorBatch(BatchSystem):
 
     def snapshot(self, flavours: tuple[Flavour, ...]) -> BatchSnapshot:
         htcondor = self.htcondor
-        job_constraint = f"JobStatus == 1 && ({self.cfg.job_constraint})"
+        job_constraint = self._idle_constraint()
 
         def read() -> tuple[list[Any], list[Any], list[str], dict[str, str], dict[int, Any]]:
             coll = self._collector()
             jobs: list[Any] = []
             autoclusters: dict[int, Any] = {}
             pool: dict[str, str] = {}
-            for n, ad in enumerate(self._schedd_ads(coll)):
+            schedds = self._schedd_ads(coll)
+            self._schedds = schedds
+            for n, ad in enumerate(schedds):
                 if isinstance(ad.get("CondorVersion"), str):
                     pool.setdefault("CondorVersion", classad_string(ad["CondorVersion"]))
                 schedd = htcondor.Schedd(ad)
@@ -148,6 +154,35 @@ class HTCondorBatch(BatchSystem):
         demand = demand_from_jobs(jobs, self.matcher(flavours, pool), autoclusters)
         workers = workers_from_slots(slots, self.clock(), self.cfg.lost_after_s, running)
         return BatchSnapshot(demand.groups, demand.unsatisfiable, workers, demand.queued)
+
+    def _idle_constraint(self) -> str:
+        """Idle jobs that are demand: JobStatus 1 and the admin's `job_constraint` (config, never job data)."""
+        return f"JobStatus == 1 && ({self.cfg.job_constraint})"
+
+    def pending_jobs(self) -> frozenset[str] | None:
+        """The ids of the idle jobs that are demand, for the queue watch: one query per schedd, the snapshot's
+        constraint projected to ClusterId and ProcId (the schedd sends two integers per job, no autocluster
+        samples, no collector query: the schedd ads are the last snapshot's, looked up again after a failure).
+        A running, held or removed job is not idle (JobStatus 2, 5, 3), so it is not pending. The ids are
+        `schedd name#cluster.proc`, so that two schedds' job 1.0 stay two jobs."""
+        htcondor, constraint = self.htcondor, self._idle_constraint()
+
+        def read() -> frozenset[str]:
+            if self._schedds is None:
+                self._schedds = self._schedd_ads(self._collector())
+            ids = set()
+            for ad in self._schedds:
+                name = ad.get("Name")
+                for job in htcondor.Schedd(ad).query(constraint=constraint, projection=ID_PROJECTION):
+                    ids.add(f"{name}#{job.get('ClusterId')}.{job.get('ProcId')}")
+            return frozenset(ids)
+
+        try:
+            ids: frozenset[str] = self._call("reading the idle job ids", read)
+            return ids
+        except BatchError:
+            self._schedds = None  # the schedd may have moved (restarted on another port): ask the collector again
+            raise
 
     def drain(self, worker: str, reason: str) -> None:
         htcondor = self.htcondor

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from collections import Counter
 from typing import Any
 
@@ -25,6 +26,12 @@ from marea.model import DemandGroup, Flavour, Resources
 DEMAND_REASONS = frozenset(
     {"None", "Resources", "Priority", "PartitionConfig", "ReqNodeNotAvail", "NodeDown", "Nodes_required"}
 )
+#: after `scontrol update state=RESUME` slurmctld flags the node NOT_RESPONDING and pings it at once (sinfo shows
+#: "idle*" until the answer, and nothing is scheduled there meanwhile). For this long after the driver's own resume,
+#: that flag alone does not make the node lost: a lost worker has no free room for the policy, which would boot a
+#: VM for the very work the resume was for (seen on the Slurm testbed, tests/slurm/test_resume_crash.py).
+#: DOWN and FAIL still do; a node that stays unresponsive is lost once the window ends.
+RESUME_PING_S = 30.0
 _GPU_RE = re.compile(r"gpu(?::[^:,]+)?:(\d+)")
 
 
@@ -119,8 +126,11 @@ def _node_states(node: dict[str, Any]) -> tuple[str, set[str]]:
     return str(state).upper().rstrip("*"), flags
 
 
-def parse_workers(sinfo: dict[str, Any], feature: str) -> dict[str, Worker]:
-    """The nodes carrying `feature` (marea's workers), with free resources and drain state."""
+def parse_workers(
+    sinfo: dict[str, Any], feature: str, awaiting_ping: frozenset[str] = frozenset()
+) -> dict[str, Worker]:
+    """The nodes carrying `feature` (marea's workers), with free resources and drain state. Nodes in
+    `awaiting_ping` were just resumed: NOT_RESPONDING alone is slurmctld's ping after the resume, not a loss."""
     workers: dict[str, Worker] = {}
     for node in sinfo.get("nodes", []):
         listed = node.get("active_features") or node.get("features") or ""
@@ -138,8 +148,9 @@ def parse_workers(sinfo: dict[str, Any], feature: str) -> dict[str, Worker]:
         gpus_used = _gpus(str(node.get("gres_used") or ""))
         busy = alloc_cpus > 0 or base in {"MIXED", "ALLOCATED"} or "COMPLETING" in flags
         draining = "DRAIN" in flags
-        lost = base == "DOWN" or bool(flags & {"DOWN", "NOT_RESPONDING", "FAIL"})
         name = str(node.get("name"))
+        no_response = "NOT_RESPONDING" in flags and name not in awaiting_ping
+        lost = base == "DOWN" or bool(flags & {"DOWN", "FAIL"}) or no_response
         workers[name] = Worker(
             name=name,
             total=Resources(float(cpus), float(mem), gpus),
@@ -163,6 +174,8 @@ class SlurmBatch(BatchSystem):
         self.env = dict(os.environ)
         if section.slurm_conf:
             self.env["SLURM_CONF"] = section.slurm_conf
+        #: nodes this driver resumed, and when (time.monotonic()): see RESUME_PING_S
+        self._resumed: dict[str, float] = {}
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         cmd = [*self.section.command_prefix, *args]
@@ -194,7 +207,15 @@ class SlurmBatch(BatchSystem):
             # which has --json there (22.05 has neither the grouping nor scontrol --json)
             nodes = self._json("scontrol", "show", "nodes", "--json")
         demand, queued = parse_demand(squeue, self.section.partition)
-        return BatchSnapshot(demand, (), parse_workers(nodes, self.section.feature), queued)
+        workers = parse_workers(nodes, self.section.feature)
+        if self._resumed:
+            now = time.monotonic()
+            # a resumed node seen responding has answered the ping: a NOT_RESPONDING from then on is a real one
+            self._resumed = {n: t for n, t in self._resumed.items()
+                             if now - t < RESUME_PING_S and n in workers and workers[n].lost}  # fmt: skip
+            if self._resumed:
+                workers = parse_workers(nodes, self.section.feature, frozenset(self._resumed))
+        return BatchSnapshot(demand, (), workers, queued)
 
     def pending_jobs(self) -> frozenset[str] | None:
         """One light RPC: pending jobs of the partition, job ids only (no JSON, no node table)."""
@@ -213,6 +234,8 @@ class SlurmBatch(BatchSystem):
             raise BatchError(
                 f"slurm: scontrol update nodename={worker} state=RESUME failed: {proc.stderr.strip()[:300]}"
             )
+        if proc.returncode == 0:
+            self._resumed[worker] = time.monotonic()
 
     def remove(self, worker: str) -> bool:
         proc = self._run("scontrol", "delete", f"nodename={worker}", check=False)

@@ -2,10 +2,12 @@
 
 Why: a full cycle reads the whole queue and node table (Slurm: `squeue --json` and `sinfo --json`) and the cloud,
 so it runs every `engine.interval_s` (5 s); a job submitted just after a cycle waited up to that long before its
-VM was asked for. Between cycles the engine now asks only for the ids of the pending jobs (one light call,
-`squeue --noheader --states=PENDING --partition=P --format=%i` on Slurm) every `engine.watch_interval_s`, and
-wakes the cycle when an id appears that the previous poll did not show. Jobs leaving the queue wake nothing.
-A driver without a cheap call (`pending_jobs()` None) and a failed call fall back to waiting the interval.
+VM was asked for. Between cycles the engine now asks only for the ids of the pending jobs (one light call:
+`squeue --noheader --states=PENDING --partition=P --format=%i` on Slurm; on HTCondor one schedd query of the
+idle jobs projected to ClusterId/ProcId; on Kubernetes one LIST of the unbound pending pods, of which the
+Unschedulable count) every `engine.watch_interval_s`, and wakes the cycle when an id appears that the previous
+poll did not show. Jobs leaving the queue wake nothing. A driver without a cheap call (`pending_jobs()` None)
+and a failed call fall back to waiting the interval.
 """
 
 from __future__ import annotations

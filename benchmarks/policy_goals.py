@@ -42,11 +42,15 @@ TRACES = (ROOT / "tests/data/LPC-EGEE-2004-1.2-cln.swf.gz", ROOT / "tests/data/K
 #: the sweep: (label, changes to the configuration). The first is the default.
 VARIANTS: tuple[tuple[str, dict[str, dict[str, Any]]], ...] = (
     ("defaults", {}),
-    ("idle 0 s", {"policy": {"idle_threshold_s": 0}}),
     ("idle 60 s", {"policy": {"idle_threshold_s": 60}}),
-    ("idle 1200 s", {"policy": {"idle_threshold_s": 1200}}),
-    ("ramp 100", {"policy": {"max_parallel_boots": 100}}),
+    ("idle 300 s", {"policy": {"idle_threshold_s": 300}}),
+    ("patience 0 s", {"policy": {"boot_patience_s": 0}}),
+    ("patience 120 s", {"policy": {"boot_patience_s": 120}}),
+    ("no cancel", {"policy": {"cancel_surplus_boots": False}}),
+    # the defaults before the idle work of #15 (session 6): a 300 s threshold, no patience, no cancel
+    ("v2 of 2026-11-29", {"policy": {"idle_threshold_s": 300, "boot_patience_s": 0, "cancel_surplus_boots": False}}),
     ("boot price 420 s", {"simulate": {"boot_price_vm_s": 420}}),
+    ("boot price 420 s, idle 300 s", {"simulate": {"boot_price_vm_s": 420}, "policy": {"idle_threshold_s": 300}}),
     ("spread placement", {"simulate": {"placement": "spread"}}),
 )
 #: what elastiq and the oracle depend on (they have no marea knobs): the sweep reruns them only when these change

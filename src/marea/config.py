@@ -64,8 +64,12 @@ class PolicySection(_Strict):
     max_parallel_boots: Annotated[int, Field(ge=1)] = 200
     #: where the adaptive parallel-boot limit starts (it is kept in the state database across restarts)
     initial_parallel_boots: Annotated[int, Field(ge=1)] = 10
-    #: a worker idle this long is drained, then deleted (never below min_workers)
-    idle_threshold_s: Annotated[float, Field(ge=0)] = 300.0
+    #: a worker idle this long is drained, then deleted (never below min_workers). 0 (the default): at the first
+    #: cycle that sees it idle with no queued work for it; keeping idle VMs in case work comes back cost more
+    #: idle time than the boots it saved on every trace measured (docs/engine.md), with boot_patience_s and
+    #: cancel_surplus_boots absorbing the churn. A cloud where a boot costs more than its boot time (image
+    #: transfers, a charge per VM) is better served by a few minutes
+    idle_threshold_s: Annotated[float, Field(ge=0)] = 0.0
     #: a worker that has not joined the batch system this long after its creation is deleted and counted as a
     #: failed boot
     join_timeout_s: PositiveSeconds = 600.0
@@ -82,12 +86,13 @@ class PolicySection(_Strict):
     #: a drain still running after this long is reported in the decisions; the worker stays draining and its
     #: jobs are never killed
     drain_timeout_s: PositiveSeconds = 86400.0
-    #: queued work waits this long for room to free on the running workers before a VM is booted for it (only
-    #: while some worker runs jobs it could free room from); 0 boots at once
-    boot_patience_s: Annotated[float, Field(ge=0)] = 0.0
-    #: delete a VM still booting (not yet seen by the batch system) once no queued work needs it, instead of
-    #: letting it join and idle for idle_threshold_s
-    cancel_surplus_boots: bool = False
+    #: queued work waits this long (from its oldest job) for room to free on the busy workers before a VM is
+    #: booted for it, only while some busy worker could hold it; 0 boots at once. Most jobs arriving at a busy
+    #: cluster start on a slot a finishing job frees: a VM booted for each would arrive to find its job gone
+    boot_patience_s: Annotated[float, Field(ge=0)] = 300.0
+    #: delete a VM still booting (not yet seen by the batch system) once no queued work needs it, youngest
+    #: first and never below min_workers, instead of letting it join and idle (not counted as a failed boot)
+    cancel_surplus_boots: bool = True
 
     @model_validator(mode="after")
     def _min_not_above_max(self) -> PolicySection:

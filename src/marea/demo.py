@@ -120,10 +120,13 @@ def local_cloud_config(
     extra_policy: str = "",
     first_host: int | None = None,
     web_listen: str = "",
+    boot_patience_s: float = 0.0,
 ) -> str:
     """The marea.toml sections every testbed demo shares: one flavour, the local cloud driver with its VMs
     on the testbed's bridge, the user-data in worker.sh. The caller adds its [batch] section. The web endpoint
-    is off unless `web_listen` is given (engines of tests run side by side would share the default port)."""
+    is off unless `web_listen` is given (engines of tests run side by side would share the default port).
+    Like the idle threshold, the boot patience is scaled down to the demos' jobs of seconds (0: boot at once;
+    the product's default of 300 s suits jobs of minutes to hours)."""
     first = f"first_host = {first_host}\n" if first_host is not None else ""
     return f"""[cluster]
 name = "{cluster}"
@@ -142,6 +145,7 @@ min_workers = {min_workers}
 max_workers = {max_workers}
 max_parallel_boots = {max_workers}
 idle_threshold_s = {idle_threshold_s}
+boot_patience_s = {boot_patience_s}
 join_timeout_s = {join_timeout_s}
 backoff_base_s = 20
 {extra_policy}

@@ -3,7 +3,8 @@
 The rules that make marea safe where elastiq was not: a chosen worker is always drained first, never below the
 minimum, never one the queued work was just packed into (or a draining one it resumes); it is deleted only once
 the batch system says it runs nothing. Two kinds of worker are drained:
-- idle (no job on it) for longer than the threshold, longest idle first;
+- idle (no job on it) for longer than the threshold, longest idle first (with headroom on, the youngest idle
+  workers that make up the warm capacity are kept: marea.policy.headroom);
 - consolidation: with no job queued, a busy worker whose running load would fit in the free room of one of
   the workers kept, least loaded first. Its jobs run to their end (nothing is killed or moved) but no new job
   lands on it, so the least loaded workers empty first and each is deleted the moment its last job ends,
@@ -26,6 +27,7 @@ from marea.model import (
     PolicySettings,
     Resources,
 )
+from marea.policy import headroom
 
 
 def plan_scale_down(view: ClusterView, settings: PolicySettings, needed: frozenset[str] = frozenset()) -> list[Action]:
@@ -70,11 +72,13 @@ def plan_scale_down(view: ClusterView, settings: PolicySettings, needed: frozens
 
     timed_out = {a.instance_id for a in actions if a.kind is ActionKind.DELETE}
     active = sum(1 for i in view.instances if i.state in ACTIVE_STATES and i.id not in timed_out)
+    warm = headroom.kept_idle(view, settings, needed)
     candidates = [
         i
         for i in view.instances
         if i.state is InstanceState.IDLE
         and i.id not in needed
+        and i.id not in warm
         and i.idle_since is not None
         and now - i.idle_since > settings.idle_threshold_s
     ]

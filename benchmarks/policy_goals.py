@@ -13,8 +13,9 @@ max 100 workers of 4 cores, 420 s boots, elastiq with the seed's elastiq.conf). 
   (the cheapest cluster with zero waits), which is what the previous oracle measured
 
 and a small sweep of the defaults (idle threshold, the ramp bound max_parallel_boots, a price per boot, the
-placement) to show whether the verdict depends on them. Prints a table; writes OUT/policy-goals.json. Every figure
-comes from one run of this script. `--quick` replays only the first 30 days of each trace (a smoke run).
+placement) to show whether the verdict depends on them, and headroom (off by default) at two settings, measured
+against the defaults: VM-hours and idle VM-hours added against the job-hours of wait saved. Prints a table;
+writes OUT/policy-goals.json. Every figure comes from one run of this script. `--quick` replays only the first 30 days of each trace (a smoke run).
 """
 
 from __future__ import annotations
@@ -46,7 +47,12 @@ VARIANTS: tuple[tuple[str, dict[str, dict[str, Any]]], ...] = (
     ("ramp 100", {"policy": {"max_parallel_boots": 100}}),
     ("boot price 420 s", {"simulate": {"boot_price_vm_s": 420}}),
     ("spread placement", {"simulate": {"placement": "spread"}}),
+    # headroom (off by default): warm capacity sized on the arrival rate over the simulated cloud's 420 s boot
+    ("headroom 1", {"policy": {"headroom": True, "headroom_max_workers": 1, "headroom_boot_s": 420}}),
+    ("headroom 2", {"policy": {"headroom": True, "headroom_max_workers": 2, "headroom_boot_s": 420}}),
 )
+#: the variants measured against the defaults as headroom: what they add in VM-hours against the wait they save
+HEADROOM = ("headroom 1", "headroom 2")
 #: what elastiq and the oracle depend on (they have no marea knobs): the sweep reruns them only when these change
 BASELINE_KEYS = ("boot_price_vm_s", "placement")
 
@@ -113,9 +119,27 @@ def compare(m: PolicyResult, e: PolicyResult, o: PolicyResult, i: PolicyResult) 
     }
 
 
+def headroom_cost(h: PolicyResult, d: PolicyResult) -> dict[str, Any]:
+    """What headroom `h` costs and saves against the defaults `d`: VM-hours (all, and idle above the minimum)
+    added, job-hours of wait saved (the sum over all jobs), p50 / p95 saved, and idle VM-hours added per hour
+    of wait saved (it pays where that is small; None where it saves no wait)."""
+    idle = above_min(h) - above_min(d)
+    saved = (sum(d.waits) - sum(h.waits)) / 3600
+    return {
+        "vm_hours_added": round(h.vm_hours - d.vm_hours, 1),
+        "idle_above_min_added_vm_hours": round(idle, 1),
+        "wait_job_hours_saved": round(saved, 1),
+        "wait_p50_saved_s": round(d.wait_p50_s - h.wait_p50_s, 1),
+        "wait_p95_saved_s": round(d.wait_p95_s - h.wait_p95_s, 1),
+        "idle_vm_hours_per_wait_hour_saved": round(idle / saved, 3) if saved > 0 else None,
+        "vm_hours_per_wait_hour_saved": round((h.vm_hours - d.vm_hours) / saved, 3) if saved > 0 else None,
+    }
+
+
 def run_trace(trace: Trace, base: dict[str, Any], log: Any) -> dict[str, Any]:
     baselines: dict[tuple[Any, ...], tuple[PolicyResult, PolicyResult, PolicyResult]] = {}
-    out: dict[str, Any] = {"jobs": len(trace.jobs), "dropped": trace.dropped, "variants": {}}
+    out: dict[str, Any] = {"jobs": len(trace.jobs), "dropped": trace.dropped, "variants": {}, "headroom": {}}
+    runs: dict[str, PolicyResult] = {}
     for label, changes in VARIANTS:
         cfg = parse_config(merged(base, changes))
         key = tuple(getattr(cfg.simulate, k) for k in BASELINE_KEYS)
@@ -128,7 +152,9 @@ def run_trace(trace: Trace, base: dict[str, Any], log: Any) -> dict[str, Any]:
             )
             log(f"  baselines {dict(zip(BASELINE_KEYS, key, strict=True))}: {time.perf_counter() - t:.1f} s")
         e, o, i = baselines[key]
-        m = run_policy("marea", trace, cfg)
+        m = runs[label] = run_policy("marea", trace, cfg)
+        if label in HEADROOM:
+            out["headroom"][label] = headroom_cost(m, runs["defaults"])
         goals = compare(m, e, o, i)
         out["variants"][label] = {"marea": row(m), "elastiq": row(e), "oracle": row(o), "instant": row(i), **goals}
         log(f"  {label:24s} marea {m.wall_s:5.1f} s: idle>min x{goals['idle_above_min_x_elastiq']} "
@@ -150,6 +176,15 @@ def table(results: dict[str, Any]) -> str:
                 f"{v['wait_p50_s']:.0f} / {v['wait_p50_elastiq_s']:.0f} s | "
                 f"{v['wait_p95_s']:.0f} / {v['wait_p95_elastiq_s']:.0f} s | {v['marea']['vm_hours']:,.0f} | "
                 f"{v['vm_hours_x_oracle']} | {v['vm_hours_x_instant']} | {v['elastiq_vm_hours_x_oracle']} | {met} |"
+            )
+    lines += ["", "| trace | headroom | VM-h added | idle>min added | job-hours of wait saved | p50 saved | "
+              "p95 saved | idle VM-h per wait hour saved |", "|" + "---|" * 8]  # fmt: skip
+    for name, tr in results["traces"].items():
+        for label, h in tr["headroom"].items():
+            lines.append(
+                f"| {name} | {label} | {h['vm_hours_added']:,.0f} | {h['idle_above_min_added_vm_hours']:,.0f} | "
+                f"{h['wait_job_hours_saved']:,.0f} | {h['wait_p50_saved_s']:.0f} s | {h['wait_p95_saved_s']:.0f} s | "
+                f"{h['idle_vm_hours_per_wait_hour_saved']} |"
             )
     return "\n".join(lines)
 

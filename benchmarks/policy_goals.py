@@ -15,7 +15,8 @@ max 100 workers of 4 cores, 420 s boots, elastiq with the seed's elastiq.conf). 
 and a small sweep of the defaults (idle threshold, the ramp bound max_parallel_boots, a price per boot, the
 placement) to show whether the verdict depends on them, and headroom (off by default) at two settings, measured
 against the defaults: VM-hours and idle VM-hours added against the job-hours of wait saved. Prints a table;
-writes OUT/policy-goals.json. Every figure comes from one run of this script. `--quick` replays only the first 30 days of each trace (a smoke run).
+writes OUT/policy-goals.json. Every figure comes from one run of this script. `--quick` replays only the first
+30 days of each trace (a smoke run).
 """
 
 from __future__ import annotations

@@ -12,9 +12,12 @@ max 100 workers of 4 cores, 420 s boots, elastiq with the seed's elastiq.conf). 
 - VM-hours, marea / oracle (the true lower bound of any policy, marea.sim.oracle): goal <= 1.2; also / instant
   (the cheapest cluster with zero waits), which is what the previous oracle measured
 
-and a small sweep of the defaults (idle threshold, the ramp bound max_parallel_boots, a price per boot, the
-placement) to show whether the verdict depends on them. Prints a table; writes OUT/policy-goals.json. Every figure
-comes from one run of this script. `--quick` replays only the first 30 days of each trace (a smoke run).
+and a sweep of the defaults (idle threshold, boot patience, cancelling surplus boots, the defaults before they
+changed, a price per boot, the placement) to show whether the verdict depends on them, and headroom (off by
+default) at one warm worker, against the defaults and with the ramp out of the way: VM-hours and idle VM-hours
+added against the job-hours of wait saved. `--jobs` runs the simulations in parallel processes. Prints a table;
+writes OUT/policy-goals.json. Every figure comes from one run of this script. `--quick` replays only the first
+30 days of each trace (a smoke run).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from marea.sim.trace import Trace, TraceJob, read_trace
 
 ROOT = Path(__file__).resolve().parent.parent
 TRACES = (ROOT / "tests/data/LPC-EGEE-2004-1.2-cln.swf.gz", ROOT / "tests/data/KTH-SP2-1996-2.1-cln.swf.gz")
+#: headroom at one warm worker at most, over the simulated cloud's 420 s boot
+HEADROOM_1: dict[str, Any] = {"headroom": True, "headroom_max_workers": 1, "headroom_boot_s": 420}
 #: the sweep: (label, changes to the configuration). The first is the default.
 VARIANTS: tuple[tuple[str, dict[str, dict[str, Any]]], ...] = (
     ("defaults", {}),
@@ -52,7 +57,14 @@ VARIANTS: tuple[tuple[str, dict[str, dict[str, Any]]], ...] = (
     ("boot price 420 s", {"simulate": {"boot_price_vm_s": 420}}),
     ("boot price 420 s, idle 300 s", {"simulate": {"boot_price_vm_s": 420}, "policy": {"idle_threshold_s": 300}}),
     ("spread placement", {"simulate": {"placement": "spread"}}),
+    # headroom (off by default): warm capacity sized on the arrival rate over the simulated cloud's 420 s boot
+    ("headroom 1", {"policy": HEADROOM_1}),
+    # the ramp out of the way (it starts at its bound): headroom's own effect, without its effect on the ramp
+    ("ramp from 200", {"policy": {"initial_parallel_boots": 200}}),
+    ("ramp from 200, headroom 1", {"policy": {"initial_parallel_boots": 200, **HEADROOM_1}}),
 )
+#: the headroom variants, each measured against the variant it adds headroom to: VM-hours added, wait saved
+HEADROOM = {"headroom 1": "defaults", "ramp from 200, headroom 1": "ramp from 200"}
 #: what elastiq and the oracle depend on (they have no marea knobs): the sweep reruns them only when these change
 BASELINE_KEYS = ("boot_price_vm_s", "placement")
 
@@ -122,6 +134,23 @@ def compare(m: PolicyResult, e: PolicyResult, o: PolicyResult, i: PolicyResult) 
     }
 
 
+def headroom_cost(h: PolicyResult, d: PolicyResult) -> dict[str, Any]:
+    """What headroom `h` costs and saves against the variant `d` it adds to: VM-hours (all, and idle above the
+    minimum) added, job-hours of wait saved (the sum over all jobs), p50 / p95 saved, and idle VM-hours added per
+    hour of wait saved (it pays where that is small; None where it saves no wait)."""
+    idle = above_min(h) - above_min(d)
+    saved = (sum(d.waits) - sum(h.waits)) / 3600
+    return {
+        "vm_hours_added": round(h.vm_hours - d.vm_hours, 1),
+        "idle_above_min_added_vm_hours": round(idle, 1),
+        "wait_job_hours_saved": round(saved, 1),
+        "wait_p50_saved_s": round(d.wait_p50_s - h.wait_p50_s, 1),
+        "wait_p95_saved_s": round(d.wait_p95_s - h.wait_p95_s, 1),
+        "idle_vm_hours_per_wait_hour_saved": round(idle / saved, 3) if saved > 0 else None,
+        "vm_hours_per_wait_hour_saved": round((h.vm_hours - d.vm_hours) / saved, 3) if saved > 0 else None,
+    }
+
+
 def _run(job: tuple[Trace, dict[str, Any], str]) -> PolicyResult:
     """One policy over one trace with one configuration (a worker process's task)."""
     trace, conf, policy = job
@@ -148,10 +177,13 @@ def run_traces(traces: list[Trace], base: dict[str, Any], log: Any, jobs: int) -
         done = {k: f.result() for k, f in futures.items()}
     out: dict[str, Any] = {}
     for trace in traces:
-        tr: dict[str, Any] = {"jobs": len(trace.jobs), "dropped": trace.dropped, "variants": {}}
+        tr: dict[str, Any] = {"jobs": len(trace.jobs), "dropped": trace.dropped, "variants": {}, "headroom": {}}
         for label, (key, mk) in plan[trace.name].items():
             e, o, i = (done[(trace.name, p, key)] for p in ("elastiq", "oracle", "instant"))
             m = done[mk]
+            if label in HEADROOM:
+                against = done[plan[trace.name][HEADROOM[label]][1]]
+                tr["headroom"][label] = {"against": HEADROOM[label], **headroom_cost(m, against)}
             goals = compare(m, e, o, i)
             tr["variants"][label] = {"marea": row(m), "elastiq": row(e), "oracle": row(o), "instant": row(i), **goals}
             log(f"  {trace.name[:24]:24s} {label:22s} marea {m.wall_s:5.1f} s: idle>min "
@@ -177,6 +209,26 @@ def table(results: dict[str, Any]) -> str:
                 f"{v['wait_p95_s']:.0f} / {v['wait_p95_elastiq_s']:.0f} s | {v['marea']['vm_hours']:,.0f} | "
                 f"{v['vm_hours_x_oracle']} | {v['vm_hours_x_instant']} | {v['elastiq_vm_hours_x_oracle']} | "
                 f"{v['busy_vm_hours_x_work']} | {met} |"
+            )
+    lines += ["", "| trace | headroom (against) | VM-h added | idle>min added | job-hours of wait saved | p50 saved | "
+              "p95 saved | idle VM-h per wait hour saved |", "|" + "---|" * 8]  # fmt: skip
+    for name, tr in results["traces"].items():
+        for label, h in tr["headroom"].items():
+            lines.append(
+                f"| {name} | {label} ({h['against']}) | {h['vm_hours_added']:,.0f} | "
+                f"{h['idle_above_min_added_vm_hours']:,.0f} | "
+                f"{h['wait_job_hours_saved']:,.0f} | {h['wait_p50_saved_s']:.0f} s | {h['wait_p95_saved_s']:.0f} s | "
+                f"{h['idle_vm_hours_per_wait_hour_saved']} |"
+            )
+    lines += ["", "| trace | headroom (against) | VM-h added | idle>min added | job-hours of wait saved | p50 saved | "
+              "p95 saved | idle VM-h per wait hour saved |", "|" + "---|" * 8]  # fmt: skip
+    for name, tr in results["traces"].items():
+        for label, h in tr["headroom"].items():
+            lines.append(
+                f"| {name} | {label} ({h['against']}) | {h['vm_hours_added']:,.0f} | "
+                f"{h['idle_above_min_added_vm_hours']:,.0f} | "
+                f"{h['wait_job_hours_saved']:,.0f} | {h['wait_p50_saved_s']:.0f} s | {h['wait_p95_saved_s']:.0f} s | "
+                f"{h['idle_vm_hours_per_wait_hour_saved']} |"
             )
     return "\n".join(lines)
 

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from marea.model import (
     ActionKind,
+    ArrivalRate,
     BootFailures,
     ClusterView,
     DemandGroup,
@@ -158,6 +159,8 @@ def clusters(draw: st.DrawFn) -> tuple[ClusterView, PolicySettings]:
         idle_threshold_s=draw(st.floats(0, 500)),
         join_timeout_s=draw(st.floats(1, 500)),
         consolidate=draw(st.booleans()),
+        headroom=draw(st.booleans()),
+        headroom_max_workers=draw(st.integers(0, 4)),
     )
     now = 1000.0
     insts = []
@@ -188,7 +191,8 @@ def clusters(draw: st.DrawFn) -> tuple[ClusterView, PolicySettings]:
             max_size=4,
         )
     )
-    return ClusterView(now, tuple(insts), tuple(demand)), s
+    arrivals = ArrivalRate(draw(st.floats(0, 0.1)), draw(st.floats(0, 100)), 1800.0)
+    return ClusterView(now, tuple(insts), tuple(demand), arrivals=arrivals), s
 
 
 @settings(max_examples=400, deadline=None)

@@ -128,3 +128,16 @@ def test_patient_work_still_counts_on_booting_vms_so_they_are_not_cancelled() ->
     cluster = (_w("b", S.BUSY, used=4), _w("boot", S.BOOTING, created=60.0))
     plan = decide(ClusterView(100.0, cluster, _jobs(4, submitted=90.0)), s)
     assert _cancelled(plan) == [] and plan.boots == 0
+
+
+def test_headroom_keeps_its_warm_booting_vm_from_being_cancelled() -> None:
+    """With headroom on, a spare booting VM is warm capacity: cancelling spares as many as headroom's target
+    (less the idle ones), the oldest, so headroom's own boots are not cancelled the cycle after."""
+    from marea.model import ArrivalRate
+
+    s = _settings(headroom=True, headroom_max_workers=1, headroom_boot_s=420.0)
+    arrivals = ArrivalRate(cores_per_s=4 / 420, memory_mb_per_s=0.0, window_s=1800.0)  # one VM's worth per boot
+    booting = (_w("old", S.BOOTING, created=10.0), _w("young", S.BOOTING, created=50.0))
+    plan = decide(ClusterView(100.0, booting, arrivals=arrivals), s)
+    assert _cancelled(plan) == ["young"]
+    assert sorted(_cancelled(decide(ClusterView(100.0, booting), s))) == ["old", "young"]  # no arrivals: no target

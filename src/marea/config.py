@@ -83,6 +83,16 @@ class PolicySection(_Strict):
     #: least loaded first: each is deleted when its last job ends (nothing is killed), or taken back if new work
     #: needs it. Off by default: on the KTH-SP2 trace it cost idle VM-hours (docs/engine.md)
     consolidate: bool = False
+    #: keep a small warm capacity: about the work newly queued over one boot time (the arrival rate over
+    #: headroom_window_s x headroom_boot_s), in whole workers of the first flavour. Off by default: it costs idle
+    #: VM-hours; docs/simulator.md measures them against the wait it saves
+    headroom: bool = False
+    #: the most workers headroom keeps warm (idle, or booting for no queued work); never above max_workers
+    headroom_max_workers: Annotated[int, Field(ge=0)] = 2
+    #: the window over which headroom measures the arrival rate of queued work
+    headroom_window_s: PositiveSeconds = 1800.0
+    #: the boot time headroom covers: a worker's time from the cloud's create call to joining the batch system
+    headroom_boot_s: Annotated[float, Field(ge=0)] = 300.0
     #: a drain still running after this long is reported in the decisions; the worker stays draining and its
     #: jobs are never killed
     drain_timeout_s: PositiveSeconds = 86400.0
@@ -533,6 +543,10 @@ class MareaConfig(_Strict):
             consolidate=p.consolidate,
             boot_patience_s=p.boot_patience_s,
             cancel_surplus_boots=p.cancel_surplus_boots,
+            headroom=p.headroom,
+            headroom_max_workers=p.headroom_max_workers,
+            headroom_window_s=p.headroom_window_s,
+            headroom_boot_s=p.headroom_boot_s,
             drain_timeout_s=p.drain_timeout_s,
             idle_threshold_s=p.idle_threshold_s,
             join_timeout_s=p.join_timeout_s,

@@ -188,6 +188,28 @@ class PolicySettings:
     boot_patience_s: float = 0.0
     #: delete booting VMs no queued work needs any more
     cancel_surplus_boots: bool = False
+    #: keep warm capacity (marea.policy.headroom): about the work newly queued over one boot time
+    headroom: bool = False
+    #: the most workers headroom keeps warm (idle, or booting for no queued work)
+    headroom_max_workers: int = 2
+    #: the window over which the arrival rate of queued work is measured
+    headroom_window_s: float = 1800.0
+    #: the boot time headroom covers: a VM's time from the create call to joining the batch system
+    headroom_boot_s: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class ArrivalRate:
+    """Work newly seen queued per second, averaged over the last `window_s` (marea.policy.arrivals).
+
+    "Newly seen queued": the growth of each demand shape's count between two observations. A job that starts
+    at once on free room is never queued at an observation and is not counted: this is the rate of work that
+    found no room, which is the work warm capacity would have served.
+    """
+
+    cores_per_s: float = 0.0
+    memory_mb_per_s: float = 0.0
+    window_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +250,8 @@ class ClusterView:
     quota: Quota = field(default_factory=Quota)
     failures: BootFailures = field(default_factory=BootFailures)
     ramp: BootRamp = field(default_factory=BootRamp)
+    #: the recent arrival rate of queued work (zero unless headroom is on: only headroom reads it)
+    arrivals: ArrivalRate = field(default_factory=ArrivalRate)
 
 
 class ActionKind(enum.StrEnum):

@@ -38,6 +38,7 @@ from marea.model import (
     STARTING_STATES,
     Action,
     ActionKind,
+    ArrivalRate,
     BootFailures,
     BootRamp,
     ClusterView,
@@ -49,7 +50,7 @@ from marea.model import (
     Quota,
     Resources,
 )
-from marea.policy import decide, next_ramp
+from marea.policy import arrivals, decide, next_ramp
 
 log = logging.getLogger("marea.engine")
 
@@ -57,6 +58,8 @@ log = logging.getLogger("marea.engine")
 ABSENT_GRACE_S = 120.0
 #: the store's key for the absent-since timers
 ABSENT_SINCE_KEY = "absent_since"
+#: the store's key for the arrival log headroom sizes on (marea.policy.arrivals)
+ARRIVALS_KEY = "arrivals"
 NO_ROOM = Resources(0.0, 0.0, 0)
 
 
@@ -467,7 +470,20 @@ class Reconciler:
                     failure=rec.failure,
                 )
             )
-        return ClusterView(now, tuple(views), snap.demand, self._quota(report), self.store.boot_failures(), self.ramp())
+        return ClusterView(now, tuple(views), snap.demand, self._quota(report), self.store.boot_failures(), self.ramp(),
+                           self._arrivals(now, snap))  # fmt: skip
+
+    def _arrivals(self, now: float, snap: BatchSnapshot) -> ArrivalRate:
+        """The arrival rate of queued work headroom sizes on; measured only with headroom on. Its log (a count
+        per demand shape and at most 31 time buckets) is kept in the store, so a restart keeps the rate."""
+        s = self.settings
+        if not s.headroom:
+            return ArrivalRate()
+        old = arrivals.from_json(self.store.get_json(ARRIVALS_KEY, None))
+        new = arrivals.record(old, snap.demand, now, s.headroom_window_s)
+        if new != old:
+            self.store.put_json(ARRIVALS_KEY, arrivals.to_json(new))
+        return arrivals.rate(new, now, s.headroom_window_s)
 
     def _execute(
         self,

@@ -28,6 +28,7 @@ from marea.model import (
     Quota,
     Resources,
 )
+from marea.policy import headroom
 from marea.policy.ramp import parallel_limit
 
 
@@ -295,4 +296,9 @@ def plan_scale_up(view: ClusterView, settings: PolicySettings) -> ScaleUpResult:
             waits.append(Action(ActionKind.WAIT, f"below the minimum of {settings.min_workers}: limited by {limit}"))
 
     needed = frozenset(b.instance_id for b in bins if b.used and b.instance_id is not None)
+    spare_boots = sum(a.count for a in actions if a.kind is ActionKind.BOOT) - sum(new_vms.values())
+    warm = headroom.shortfall(view, settings, needed, spare_boots)
+    if warm and (grant := budget.take(settings.flavours[0], warm)[0]):
+        actions.append(Action(ActionKind.BOOT, headroom.reason(view, settings, grant),
+                              flavour=settings.flavours[0].name, count=grant))  # fmt: skip
     return ScaleUpResult(tuple(actions + waits), needed)

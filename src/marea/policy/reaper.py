@@ -3,7 +3,8 @@
 The rules that make marea safe where elastiq was not: a chosen worker is always drained first, never below the
 minimum, never one the queued work was just packed into (or a draining one it resumes); it is deleted only once
 the batch system says it runs nothing. Two kinds of worker are drained:
-- idle (no job on it) for longer than the threshold, longest idle first;
+- idle (no job on it) for longer than the threshold, longest idle first (with headroom on, the youngest idle
+  workers that make up the warm capacity are kept: marea.policy.headroom);
 - consolidation: with no job queued, a busy worker whose running load would fit in the free room of one of
   the workers kept, least loaded first. Its jobs run to their end (nothing is killed or moved) but no new job
   lands on it, so the least loaded workers empty first and each is deleted the moment its last job ends,
@@ -26,6 +27,7 @@ from marea.model import (
     PolicySettings,
     Resources,
 )
+from marea.policy import headroom
 
 
 def plan_scale_down(view: ClusterView, settings: PolicySettings, needed: frozenset[str] = frozenset()) -> list[Action]:
@@ -70,8 +72,11 @@ def plan_scale_down(view: ClusterView, settings: PolicySettings, needed: frozens
 
     timed_out = {a.instance_id for a in actions if a.kind is ActionKind.DELETE}
     active = sum(1 for i in view.instances if i.state in ACTIVE_STATES and i.id not in timed_out)
+    warm = headroom.kept_idle(view, settings, needed)
     if settings.cancel_surplus_boots:
-        cancelled = _cancel_surplus(view, settings, needed | timed_out, active)
+        cancelled = _cancel_surplus(
+            view, settings, needed | timed_out, active, headroom.kept_booting(view, settings, needed)
+        )
         actions += cancelled
         active -= len(cancelled)
     candidates = [
@@ -79,6 +84,7 @@ def plan_scale_down(view: ClusterView, settings: PolicySettings, needed: frozens
         for i in view.instances
         if i.state is InstanceState.IDLE
         and i.id not in needed
+        and i.id not in warm
         and i.idle_since is not None
         and now - i.idle_since > settings.idle_threshold_s
     ]
@@ -102,9 +108,10 @@ def plan_scale_down(view: ClusterView, settings: PolicySettings, needed: frozens
 
 
 def _cancel_surplus(
-    view: ClusterView, settings: PolicySettings, excluded: frozenset[str | None], active: int
+    view: ClusterView, settings: PolicySettings, excluded: frozenset[str | None], active: int, warm: int = 0
 ) -> list[Action]:
-    """Deletes of booting VMs no queued work was packed into, the youngest first (most boot left to save).
+    """Deletes of booting VMs no queued work was packed into, the youngest first (most boot left to save),
+    sparing the `warm` oldest of them that headroom (when on) holds as warm capacity.
 
     Why: a VM booted for a job that has meanwhile started elsewhere would join, idle for the idle threshold and
     be drained: its remaining boot and the threshold are pure waste. Only VMs the batch system has not seen
@@ -116,7 +123,7 @@ def _cancel_surplus(
         key=lambda i: (-i.created_at, i.id),
     )
     actions: list[Action] = []
-    for inst in booting:
+    for inst in booting[: max(0, len(booting) - warm)]:
         if active <= settings.min_workers:
             break
         actions.append(

@@ -12,6 +12,7 @@ from typing import Protocol
 from marea.model import (
     STARTING_STATES,
     ActionKind,
+    ArrivalRate,
     BootFailures,
     BootRamp,
     ClusterView,
@@ -23,7 +24,7 @@ from marea.model import (
     Quota,
     Resources,
 )
-from marea.policy import backoff_until, decide, next_ramp
+from marea.policy import arrivals, backoff_until, decide, next_ramp
 from marea.sim.cluster import SimCluster, SimWorker, move
 
 INF = math.inf
@@ -60,7 +61,7 @@ class MareaController:
     - the first tick at or after any change of the cluster (a job submitted, started or ended, a VM joined);
     - the tick after a call that changed the cluster (booted, drained or deleted);
     - the first tick at which a timer of the policy expires: a worker's idle threshold, a starting VM's join
-      timeout, the end of a boot backoff.
+      timeout, the end of a boot backoff, and (headroom on) the tick after arrivals leave the rate's window.
     Between those ticks the policy's input differs only in `now`, and the policy uses `now` only through those
     timers, so its decision would be the same empty plan: skipping these calls changes nothing.
     `every_tick=True` calls it at every tick instead (tests compare the two).
@@ -79,6 +80,8 @@ class MareaController:
         self._next = INF
         self._t0 = 0.0
         self._joins_seen = 0
+        #: the engine's arrival log (marea.policy.arrivals), fed the same demand at the same ticks
+        self.arrivals = arrivals.ArrivalLog()
 
     def _tick_at_or_after(self, t: float) -> float:
         k = math.ceil((t - self._t0) / self.interval - 1e-9)
@@ -113,7 +116,15 @@ class MareaController:
             None if c.quota_instances is None else max(0, c.quota_instances - cluster.alive_workers()),
             None if c.quota_cores is None else max(0, c.quota_cores - cluster.alive_cores()),
         )
-        return ClusterView(now, instances, demand, quota, self.failures, self.ramp)
+        return ClusterView(now, instances, demand, quota, self.failures, self.ramp, self._arrivals(now, demand))
+
+    def _arrivals(self, now: float, demand: tuple[DemandGroup, ...]) -> ArrivalRate:
+        """What the engine measures: the growth of the queued demand between two policy calls."""
+        s = self.settings
+        if not s.headroom:
+            return ArrivalRate()
+        self.arrivals = arrivals.record(self.arrivals, demand, now, s.headroom_window_s)
+        return arrivals.rate(self.arrivals, now, s.headroom_window_s)
 
     def _seen_idle_since(self, w: SimWorker) -> float | None:
         """The engine records idle_since when a poll first sees the worker idle: the tick at or after the
@@ -238,6 +249,10 @@ class MareaController:
                 if q:  # the planner boots for a shape once its oldest job has waited boot_patience_s
                     ticks.append(self._tick_at_or_after(q[0].trace.submit + s.boot_patience_s))
         until = backoff_until(ClusterView(now, (), failures=self.failures), s)
+        drop = arrivals.next_change(self.arrivals, now, s.headroom_window_s) if s.headroom else None
+        if drop is not None:
+            # the arrival rate falls when a bucket leaves the window: the warm capacity may shrink then
+            ticks.append(self._tick_after(drop))
         if until is not None:
             # the planner compares `now < until`: boots resume at the first tick at or after `until`
             ticks.append(self._tick_at_or_after(until))

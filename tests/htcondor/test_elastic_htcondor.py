@@ -44,6 +44,9 @@ min_workers = 0
 max_workers = {max_workers}
 max_parallel_boots = {max_workers}
 idle_threshold_s = {idle_s}
+# the jobs here last seconds (as the demos'): no waiting for room on busy workers before a boot, so that
+# "3 jobs need 3 VMs" holds (with the default 300 s, the third job would start on a worker the first frees)
+boot_patience_s = 0
 join_timeout_s = 60
 
 [[flavours]]

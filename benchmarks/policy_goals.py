@@ -220,16 +220,6 @@ def table(results: dict[str, Any]) -> str:
                 f"{h['wait_job_hours_saved']:,.0f} | {h['wait_p50_saved_s']:.0f} s | {h['wait_p95_saved_s']:.0f} s | "
                 f"{h['idle_vm_hours_per_wait_hour_saved']} |"
             )
-    lines += ["", "| trace | headroom (against) | VM-h added | idle>min added | job-hours of wait saved | p50 saved | "
-              "p95 saved | idle VM-h per wait hour saved |", "|" + "---|" * 8]  # fmt: skip
-    for name, tr in results["traces"].items():
-        for label, h in tr["headroom"].items():
-            lines.append(
-                f"| {name} | {label} ({h['against']}) | {h['vm_hours_added']:,.0f} | "
-                f"{h['idle_above_min_added_vm_hours']:,.0f} | "
-                f"{h['wait_job_hours_saved']:,.0f} | {h['wait_p50_saved_s']:.0f} s | {h['wait_p95_saved_s']:.0f} s | "
-                f"{h['idle_vm_hours_per_wait_hour_saved']} |"
-            )
     return "\n".join(lines)
 
 

@@ -141,3 +141,26 @@ def test_headroom_keeps_its_warm_booting_vm_from_being_cancelled() -> None:
     plan = decide(ClusterView(100.0, booting, arrivals=arrivals), s)
     assert _cancelled(plan) == ["young"]
     assert sorted(_cancelled(decide(ClusterView(100.0, booting), s))) == ["old", "young"]  # no arrivals: no target
+
+
+# -- the ramp when a burst trickles in -----------------------------------------------------------------------------
+def test_a_burst_trickling_in_that_fills_the_limit_doubles_it_once_confirmed() -> None:
+    """Two VMs per cycle, never half of a limit of 10, but five cycles fill it: the round that filled it counts
+    as half the limit and doubles it when confirmed. A trickle that never fills the limit never raises it."""
+    from marea.model import BootRamp
+    from marea.policy import next_ramp, parallel_limit
+
+    s = _settings(initial_parallel_boots=10, max_parallel_boots=200)
+    ramp, booting = BootRamp(), set[str]()
+    for cycle in range(5):
+        new = {f"c{cycle}a", f"c{cycle}b"}
+        ramp = next_ramp(ramp, s, accepted=new, booting=set(booting), in_flight=len(booting))
+        booting |= new
+    assert parallel_limit(ramp, s) == 10 and len(ramp.rounds) == 1  # only the round that filled it is kept
+    ramp = next_ramp(ramp, s, confirmed=booting, booting=set())
+    assert parallel_limit(ramp, s) == 20
+
+    quiet = BootRamp()
+    for cycle in range(30):  # one VM a cycle, each confirmed the next: never more than 2 in flight
+        quiet = next_ramp(quiet, s, accepted={f"q{cycle}"}, confirmed={f"q{cycle - 1}"}, in_flight=1)
+    assert parallel_limit(quiet, s) == 10

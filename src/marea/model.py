@@ -217,8 +217,9 @@ class BootRound:
     """One cycle's creates that the cloud accepted, judged together once the cloud has confirmed them all.
 
     Why kept: Nova accepts a create and may put the server in ERROR a moment later (its conductor rechecks the
-    quota), so an accepted create proves nothing yet. `size` is how many creates the cycle had accepted,
-    `waiting` the instance ids not confirmed yet (seen ACTIVE by the cloud, or joined).
+    quota), so an accepted create proves nothing yet. `size` is how many creates the round counts for: those the
+    cycle had accepted, or half the limit when they brought the boots in flight up to the limit (the limit was
+    the bottleneck, marea.policy.ramp); `waiting` the instance ids not confirmed yet (seen ACTIVE, or joined).
     """
 
     size: int

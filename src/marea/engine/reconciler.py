@@ -130,6 +130,8 @@ class Reconciler:
         self._accepted: list[str] = []
         self._confirmed: set[str] = set()
         self._booting: set[str] | None = None
+        #: the VMs on their way when the cycle looked, before its creates (what the parallel-boot limit counts)
+        self._in_flight = 0
         self._failed = 0
         #: observer of the events below (metrics); it does no I/O of the cycle's and never decides
         self.recorder: Recorder = recorder or NullRecorder()
@@ -332,6 +334,7 @@ class Reconciler:
         now = self.clock()
         report = CycleReport(now)
         self._accepted, self._confirmed, self._booting, self._failed = [], set(), None, 0
+        self._in_flight = 0
         try:
             return self._cycle(now, report)
         finally:
@@ -346,7 +349,7 @@ class Reconciler:
         in one write), a halving is a decision."""
         old = self.ramp()
         new = next_ramp(old, self.settings, accepted=self._accepted, confirmed=self._confirmed,
-                        failed=self._failed, booting=self._booting)  # fmt: skip
+                        failed=self._failed, booting=self._booting, in_flight=self._in_flight)  # fmt: skip
         if new == old:
             return
         self.store.put_boot_ramp(new)
@@ -358,6 +361,7 @@ class Reconciler:
         """Which instances the cloud confirmed (listed ACTIVE) or the batch system shows joined, and which are
         still on their way: the ramp grows only on confirmed boots, never on a create the cloud merely accepted."""
         self._booting = set()
+        self._in_flight = sum(1 for rec in observed if rec.state in STARTING_STATES)
         for rec in observed:
             if rec.state in (InstanceState.FAILED, InstanceState.GONE):
                 continue

@@ -16,8 +16,10 @@ limit in force when it was asked, and it counts once every VM of it is confirmed
 that happens. Any change of the limit forgets the rounds in flight: they were asked at another limit, and
 like a window that grows only while it is the bottleneck, one doubling must be earned at the new size. A
 round that loses a VM without a failure (deleted or forgotten before it was confirmed) is dropped; a round
-smaller than half the limit (a trickle of one VM per cycle) is never kept, so a burst much later still starts
-at a tested size.
+smaller than half the limit is kept only when it brought the boots in flight up to the limit (a burst that
+trickles in over many cycles fills the limit a few VMs at a time and waits on it: the limit is then the
+bottleneck, and such a round counts as half the limit). A trickle that never fills the limit (one VM per cycle
+on a quiet cluster) never raises it, so a burst much later still starts at a tested size.
 
 Pure: the engine and the simulator report what their creates did and what they saw confirmed; the state (the
 limit and the rounds in flight) lives in the store (the engine), so that a restart keeps it and counts no
@@ -37,6 +39,16 @@ def parallel_limit(ramp: BootRamp, settings: PolicySettings) -> int:
     return max(1, min(settings.max_parallel_boots, start))
 
 
+def _fills_limit(accepted: Collection[str], in_flight: int, limit: int) -> bool:
+    """Whether this cycle's creates brought the boots in flight up to the limit: the limit was the bottleneck.
+
+    Why: a burst that trickles in over many cycles asks a few VMs per cycle, never half the limit at once, yet
+    fills the limit and waits on it (seen in the simulator: on a 10-day workload of 1-core bursts the limit never
+    doubled). Like a congestion window that grows while it is full, such a round counts as a full one.
+    """
+    return len(accepted) + in_flight >= limit
+
+
 def next_ramp(
     ramp: BootRamp,
     settings: PolicySettings,
@@ -45,6 +57,7 @@ def next_ramp(
     confirmed: Collection[str] = (),
     failed: int = 0,
     booting: Collection[str] | None = None,
+    in_flight: int = 0,
 ) -> BootRamp:
     """The ramp after one cycle.
 
@@ -52,7 +65,8 @@ def next_ramp(
     instances the cycle saw ACTIVE in the cloud or joined (any; those of no round are ignored). `failed`: the
     cycle's failed boots (refused creates included). `booting`: the instances the cycle saw still on their way
     (neither confirmed nor failed); a round waiting for an instance in none of these lost it and is dropped.
-    None: the cycle saw nothing (the cloud could not be listed), so no round is dropped.
+    None: the cycle saw nothing (the cloud could not be listed), so no round is dropped. `in_flight`: the VMs
+    the cycle found on their way before its creates (those the parallel-boot limit counts).
     """
     limit = parallel_limit(ramp, settings)
     if failed > 0:
@@ -71,6 +85,6 @@ def next_ramp(
             grow = True
     if grow and limit < settings.max_parallel_boots:
         return BootRamp(min(settings.max_parallel_boots, limit * 2))
-    if accepted and len(accepted) * 2 >= limit:
-        rounds.append(BootRound(len(accepted), frozenset(accepted)))
+    if accepted and (len(accepted) * 2 >= limit or _fills_limit(accepted, in_flight, limit)):
+        rounds.append(BootRound(max(len(accepted), -(-limit // 2)), frozenset(accepted)))
     return BootRamp(ramp.limit, tuple(rounds))

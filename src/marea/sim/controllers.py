@@ -152,6 +152,7 @@ class MareaController:
         self.calls += 1
         self._note_joins(cluster)
         confirmed, booting = self._boot_outcomes(cluster)  # observed before acting, as the engine does
+        in_flight = cluster.n_booting
         plan = decide(self.view(cluster), self.settings)
         acted = False
         accepted: list[str] = []
@@ -184,7 +185,7 @@ class MareaController:
                         failed += 1
                         self.failures = BootFailures(self.failures.consecutive + 1, now, action.reason)
         self.ramp = next_ramp(self.ramp, self.settings, accepted=accepted, confirmed=confirmed, failed=failed,
-                              booting=booting)  # fmt: skip
+                              booting=booting, in_flight=in_flight)  # fmt: skip
         cluster.changed = False
         if self.every_tick or acted:
             self._next = self._tick_after(now)

@@ -186,6 +186,7 @@ def write_demo_config(
     extra_policy: str = "",
     absent_grace_s: float = 120.0,
     web_listen: str = "",
+    boot_patience_s: float = 0.0,
 ) -> Path:
     """A marea.toml for the local driver + Slurm testbed; tests reuse it with other knobs."""
     from marea.templates import worker_template
@@ -197,7 +198,7 @@ def write_demo_config(
         cluster=cluster, bridge_netns=testbed.ns, subnet=testbed.subnet, max_workers=max_workers,
         min_workers=min_workers, cores=cores, memory_mb=memory_mb, idle_threshold_s=idle_threshold_s,
         join_timeout_s=join_timeout_s, interval_s=interval_s, absent_grace_s=absent_grace_s,
-        extra_policy=extra_policy, web_listen=web_listen,
+        extra_policy=extra_policy, web_listen=web_listen, boot_patience_s=boot_patience_s,
     )  # fmt: skip
     cfg.write_text(
         f"""# written by marea demo

@@ -255,7 +255,7 @@ class Reconciler:
         try:
             if not self.batch.remove(rec.id):
                 log.warning("%s: batch system refuses removal (work still runs): retrying later", rec.id)
-                return rec
+                return self._drain_before_removal(rec)
         except BatchError as exc:
             log.warning("%s: removal from the batch system failed: %s", rec.id, exc)
             return rec
@@ -268,6 +268,19 @@ class Reconciler:
                 return rec
             self.recorder.deleted()
         return self.store.set_state(rec, InstanceState.GONE, now)
+
+    def _drain_before_removal(self, rec: InstanceRecord) -> InstanceRecord:
+        """A worker being deleted that was never drained (a boot cancelled or timed out that joined meanwhile and
+        took work) is drained once, so that it takes no more: it is removed when its jobs end, never killed,
+        instead of refusing removal for as long as new jobs keep landing on it."""
+        if rec.drain_sent:
+            return rec
+        try:
+            self.batch.drain(rec.id, "marea: deleting this worker (it joined after its boot was cancelled)")
+        except BatchError as exc:
+            log.warning("%s: drain before removal failed: %s (retrying next cycle)", rec.id, exc)
+            return rec
+        return self.store.update_instance(rec, drain_sent=True)
 
     def _boot(self, action: Action, now: float) -> list[str]:
         flavour = self.flavours[action.flavour or self.settings.flavours[0].name]

@@ -276,7 +276,7 @@ class Reconciler:
         if rec.drain_sent:
             return rec
         try:
-            self.batch.drain(rec.id, "marea: deleting this worker (it joined after its boot was cancelled)")
+            self.batch.drain(rec.id, "marea: deleting this worker (it joined after the decision to delete it)")
         except BatchError as exc:
             log.warning("%s: drain before removal failed: %s (retrying next cycle)", rec.id, exc)
             return rec
@@ -346,8 +346,7 @@ class Reconciler:
     def cycle(self) -> CycleReport:
         now = self.clock()
         report = CycleReport(now)
-        self._accepted, self._confirmed, self._booting, self._failed = [], set(), None, 0
-        self._in_flight = 0
+        self._accepted, self._confirmed, self._booting, self._in_flight, self._failed = [], set(), None, 0, 0
         try:
             return self._cycle(now, report)
         finally:

@@ -115,8 +115,8 @@ def _cancel_surplus(
 
     Why: a VM booted for a job that has meanwhile started elsewhere would join, idle for the idle threshold and
     be drained: its remaining boot and the threshold are pure waste. Only VMs the batch system has not seen
-    (BOOTING) are cancelled, never below the minimum; the engine's delete still asks the batch system first and
-    keeps a worker that joined and took a job in the meantime.
+    (BOOTING) are cancelled, never below the minimum; the engine's delete still asks the batch system first, and
+    a worker that joined and took a job in the meantime is drained and removed only when its job ends.
     """
     booting = sorted(
         (i for i in view.instances if i.state is InstanceState.BOOTING and i.id not in excluded),
